@@ -1,0 +1,453 @@
+"""White-box attacks (cleverhans backend) and robust-accuracy evaluation in pixel space.
+
+Threat model (docs/METHOD.md section 3): models take pixel images in [0, 1] and normalise inside;
+eps, step sizes and clipping are in pixel units; the attacked `model_fn` must run the model with
+`training=False`. Every attack gets the TRUE labels (never `y=None`, which would attack the model's
+own predictions).
+
+cleverhans traps handled here (checked on cleverhans 4.0.0 / TF 2.21):
+- `cleverhans.tf2.utils.compute_gradient` is a module-level `tf.function` that takes `model_fn` and
+  `loss_fn` as Python arguments, so it retraces for every new callable object. Pass the same
+  `model_fn` object to every `generate` call; this module only hands it module-level loss functions.
+- `projected_gradient_descent` checks `eps_iter <= eps` with a bare `assert`; iterative attacks here
+  use min(step_size, eps) as their step (the label reports the step actually used), and eps == 0
+  returns the input without calling cleverhans at all.
+- `momentum_iterative_method` defaults to `sanity_checks=True`, which crashes inside `tf.function`
+  (numpy on symbolic tensors); it is always called with `sanity_checks=False`.
+"""
+
+import dataclasses
+import functools
+import math
+import re
+from typing import Callable, Iterable, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+from cleverhans.tf2.attacks.fast_gradient_method import fast_gradient_method
+from cleverhans.tf2.attacks.momentum_iterative_method import momentum_iterative_method
+from cleverhans.tf2.attacks.projected_gradient_descent import projected_gradient_descent
+
+from rnascl_tf.errors import UserInputError
+
+ATTACK_NAMES = ("fgsm", "pgd", "mifgsm", "cw_inf", "trades_kl")
+NORMS = ("inf", "l2")
+
+# Attacks that accept `norm="l2"`; the others are L-inf only in this project.
+_L2_ATTACKS = ("fgsm", "pgd")
+# Attacks with a random start, for which restarts give different results.
+_RESTART_ATTACKS = ("pgd", "cw_inf")
+_ITERATIVE = ("pgd", "mifgsm", "cw_inf", "trades_kl")
+
+# TRADES starts its KL-PGD from x + 0.001 * N(0, 1): a tiny kick off x, where the KL to the clean
+# prediction has zero gradient. cleverhans PGD only offers a uniform start in a ball of radius
+# `rand_minmax` around the point it projects onto, so we start uniformly in [-0.001, 0.001]^d.
+TRADES_START_RADIUS = 0.001
+
+_BACKEND = "cleverhans"
+
+
+def _fmt_pixels(value: float, norm: str) -> str:
+  """Formats a pixel budget: '8/255' or '0.5/255' for L-inf multiples of 0.01/255, else '%g'."""
+  if value == 0:
+    return "0"
+  scaled = value * 255.0
+  if norm == "inf" and abs(scaled - round(scaled, 2)) < 1e-6:
+    return f"{round(scaled, 2):g}/255"
+  return f"{value:g}"
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackConfig:
+  """One white-box attack and its settings, all budgets in pixel units.
+
+  Attributes:
+    name: one of ATTACK_NAMES: "fgsm", "pgd", "mifgsm", "cw_inf" (PGD on the CW margin loss) or
+      "trades_kl" (TRADES' inner maximisation: PGD on KL(clean || adv)).
+    eps: perturbation budget in the attack's norm, pixel units.
+    step_size: per-step size of iterative attacks (ignored by fgsm, whose one step is eps). Capped
+      at eps when larger; the label reports the step used.
+    steps: iterations of iterative attacks (ignored by fgsm).
+    norm: "inf" or "l2"; "l2" only for fgsm and pgd.
+    rand_init: random start for pgd / cw_inf (uniform in the eps ball) and trades_kl (uniform in
+      [-0.001, 0.001]^d). Ignored by fgsm and mifgsm, which have no random start.
+    restarts: pgd / cw_inf only: runs per example, keeping the first one that fools the model.
+    decay: mifgsm momentum decay factor.
+  """
+
+  name: str
+  eps: float = 8 / 255
+  step_size: float = 2 / 255
+  steps: int = 10
+  norm: str = "inf"
+  rand_init: bool = True
+  restarts: int = 1
+  decay: float = 1.0
+
+  def __post_init__(self):
+    if self.name not in ATTACK_NAMES:
+      raise UserInputError(f"attack name {self.name!r} is unknown; expected one of {list(ATTACK_NAMES)}")
+    for field in ("eps", "step_size", "decay"):
+      value = getattr(self, field)
+      if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise UserInputError(f"attack {self.name}: {field}={value!r}, expected a finite number")
+    if self.eps < 0:
+      raise UserInputError(f"attack {self.name}: eps={self.eps} is negative; expected eps >= 0 (pixel units)")
+    if self.norm not in NORMS:
+      raise UserInputError(
+          f"attack {self.name}: norm={self.norm!r} is unknown; expected one of {list(NORMS)}")
+    if self.norm != "inf" and self.name not in _L2_ATTACKS:
+      raise UserInputError(
+          f"attack {self.name}: norm={self.norm!r} is not supported; {self.name} is L-inf only "
+          f"(norm='l2' works for {list(_L2_ATTACKS)})")
+    for field in ("steps", "restarts"):
+      value = getattr(self, field)
+      if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise UserInputError(f"attack {self.name}: {field}={value!r}, expected an integer >= 1")
+    if self.name in _ITERATIVE and self.step_size <= 0:
+      raise UserInputError(f"attack {self.name}: step_size={self.step_size} must be > 0 (pixel units)")
+    if self.restarts > 1 and (self.name not in _RESTART_ATTACKS or not self.rand_init):
+      # Without a random start every restart is the same run: reporting "N restarts" would lie.
+      raise UserInputError(
+          f"attack {self.name}: restarts={self.restarts} needs a random start; restarts > 1 only "
+          f"for {list(_RESTART_ATTACKS)} with rand_init=True")
+    if not isinstance(self.rand_init, bool):
+      raise UserInputError(f"attack {self.name}: rand_init={self.rand_init!r}, expected True or False")
+
+  @property
+  def effective_step_size(self) -> float:
+    """The step iterative attacks actually take: min(step_size, eps) (cleverhans needs step <= eps)."""
+    return min(self.step_size, self.eps)
+
+  def label(self) -> str:
+    """Human-readable name with every setting and the backend, used as the key of reported numbers.
+
+    Returns:
+      e.g. "PGD-20 (Linf, eps=8/255, step=2/255, 1 restart, cleverhans)".
+    """
+    norm = "Linf" if self.norm == "inf" else "L2"
+    eps = f"eps={_fmt_pixels(self.eps, self.norm)}"
+    step = f"step={_fmt_pixels(self.effective_step_size, self.norm)}"
+    restarts = f"{self.restarts} restart" + ("s" if self.restarts > 1 else "")
+    start = [] if self.rand_init else ["no random start"]
+    if self.name == "fgsm":
+      parts, title = [norm, eps], "FGSM"
+    elif self.name == "pgd":
+      parts, title = [norm, eps, step, *start, restarts], f"PGD-{self.steps}"
+    elif self.name == "cw_inf":
+      parts, title = [norm, eps, step, *start, restarts, "margin loss"], f"CW-inf-{self.steps}"
+    elif self.name == "mifgsm":
+      parts, title = [norm, eps, step, f"decay={self.decay:g}"], f"MI-FGSM-{self.steps}"
+    else:
+      start = ["start=x+U(+-0.001)"] if self.rand_init else start
+      parts, title = [norm, eps, step, *start], f"TRADES-KL-PGD-{self.steps}"
+    backend = _BACKEND + (" PGD" if self.name in ("cw_inf", "trades_kl") else "")
+    return f"{title} ({', '.join(parts + [backend])})"
+
+  def spec(self) -> str:
+    """The canonical short form that `parse_attack` reads back, e.g. "pgd20x5".
+
+    Returns:
+      The spec string; `parse_attack(c.spec(), c.eps, c.step_size) == c` for every config that
+      `parse_attack` returns (fgsm's unused `steps` is not part of the spec).
+
+    Raises:
+      UserInputError: if the config has settings a spec cannot express (norm, rand_init, decay).
+    """
+    if self.norm != "inf" or not self.rand_init or self.decay != 1.0:
+      raise UserInputError(
+          f"attack {self.label()} has settings (norm, rand_init or decay) that a spec string "
+          "cannot express; build the AttackConfig directly")
+    if self.name == "fgsm":
+      return "fgsm"
+    prefix = {"pgd": "pgd", "mifgsm": "mifgsm", "cw_inf": "cw", "trades_kl": "trades"}[self.name]
+    return f"{prefix}{self.steps}" + (f"x{self.restarts}" if self.restarts > 1 else "")
+
+
+_SPEC_NAMES = {
+    "fgsm": "fgsm", "pgd": "pgd", "mifgsm": "mifgsm", "mi-fgsm": "mifgsm", "cw": "cw_inf",
+    "cw_inf": "cw_inf", "cwinf": "cw_inf", "trades": "trades_kl", "trades_kl": "trades_kl",
+}
+_SPEC_RE = re.compile(r"^(?P<name>[a-z_-]+?)-?(?P<steps>\d+)?(?:x(?P<restarts>\d+))?$")
+_SPEC_FORMS = ("fgsm", "pgd<steps> (pgd20, pgd-100)", "pgd<steps>x<restarts> (pgd20x5)",
+               "mifgsm<steps>", "cw<steps>[x<restarts>] (CW-inf)", "trades<steps> (TRADES KL-PGD)")
+
+
+def parse_attack(spec: str, eps: float, step_size: float) -> AttackConfig:
+  """Parses a short attack spec such as "pgd20", "pgd-100", "pgd20x5", "fgsm", "mifgsm20", "cw20".
+
+  Args:
+    spec: the attack spec (case-insensitive). Iterative attacks need a step count; "x<N>" asks for
+      N restarts (pgd and cw only).
+    eps: L-inf budget in pixel units.
+    step_size: step of iterative attacks in pixel units.
+
+  Returns:
+    The AttackConfig (L-inf, random start where the attack has one, decay 1.0).
+
+  Raises:
+    UserInputError: naming the spec and listing the valid forms.
+  """
+  text = str(spec).strip().lower()
+  match = _SPEC_RE.match(text)
+  name = _SPEC_NAMES.get(match.group("name")) if match else None
+
+  def bad(why):
+    return UserInputError(f"attack spec {spec!r}: {why}; valid forms: {', '.join(_SPEC_FORMS)}")
+
+  if name is None:
+    raise bad("unknown attack")
+  steps, restarts = match.group("steps"), match.group("restarts")
+  if name == "fgsm":
+    if steps is not None or restarts is not None:
+      raise bad("fgsm takes neither a step count nor restarts")
+    return AttackConfig(name="fgsm", eps=eps, step_size=step_size, steps=1)
+  if steps is None:
+    raise bad(f"{name} needs a step count")
+  try:
+    return AttackConfig(name=name, eps=eps, step_size=step_size, steps=int(steps),
+                        restarts=int(restarts) if restarts is not None else 1)
+  except UserInputError as e:
+    raise bad(str(e)) from None
+
+
+def margin_loss(labels, logits):
+  """CW-inf margin, maximised by the attack: max_{j != y} z_j - z_y per example.
+
+  Positive exactly when the example is misclassified. Unlike Madry et al.'s clamped version
+  (-relu(z_y - max_j z_j + 50)) it is not clamped, which changes nothing for an attack that starts
+  below the clamp. Named `labels`/`logits` because cleverhans calls `loss_fn(labels=..., logits=...)`.
+
+  Args:
+    labels: int labels [B].
+    logits: [B, K].
+
+  Returns:
+    float32 [B].
+  """
+  logits = tf.cast(logits, tf.float32)
+  mask = tf.one_hot(tf.cast(labels, tf.int32), tf.shape(logits)[-1], on_value=True, off_value=False)
+  true_logit = tf.reduce_sum(tf.where(mask, logits, tf.zeros_like(logits)), axis=-1)
+  best_other = tf.reduce_max(tf.where(mask, tf.fill(tf.shape(logits), logits.dtype.min), logits), axis=-1)
+  return best_other - true_logit
+
+
+def trades_kl_loss(clean_probs, logits):
+  """KL(clean || adv) per example, the quantity TRADES' inner maximisation ascends.
+
+  Args:
+    clean_probs: [B, K] clean class probabilities (constants: no gradient flows into them).
+    logits: [B, K] logits at the perturbed input.
+
+  Returns:
+    float32 [B]: sum_k p_k (log p_k - log softmax(logits)_k), with 0 log 0 = 0.
+  """
+  p = tf.stop_gradient(tf.cast(clean_probs, tf.float32))
+  log_q = tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=-1)
+  return tf.reduce_sum(tf.math.xlogy(p, p) - p * log_q, axis=-1)
+
+
+def _ce_loss(labels, logits):
+  """Per-example cross-entropy (cleverhans' default loss, with float32 logits for mixed precision)."""
+  return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=tf.cast(logits, tf.float32))
+
+
+def _trades_loss_fn(labels, logits):
+  """`trades_kl_loss` under the keyword names cleverhans uses (`labels` holds clean probabilities)."""
+  return trades_kl_loss(labels, logits)
+
+
+def _attack_once(model_fn, x, y, config: AttackConfig):
+  """One cleverhans run of `config` (no restarts, eps > 0)."""
+  norm = np.inf if config.norm == "inf" else 2
+  common = dict(clip_min=0.0, clip_max=1.0, y=y)
+  step = config.effective_step_size
+  if config.name == "fgsm":
+    return fast_gradient_method(model_fn, x, config.eps, norm, loss_fn=_ce_loss, **common)
+  if config.name == "mifgsm":
+    return momentum_iterative_method(model_fn, x, eps=config.eps, eps_iter=step, nb_iter=config.steps,
+                                     norm=norm, decay_factor=config.decay, sanity_checks=False, **common)
+  loss_fn = {"pgd": _ce_loss, "cw_inf": margin_loss, "trades_kl": _trades_loss_fn}[config.name]
+  rand_minmax = min(TRADES_START_RADIUS, config.eps) if config.name == "trades_kl" else config.eps
+  return projected_gradient_descent(
+      model_fn, x, config.eps, step, config.steps, norm, loss_fn=loss_fn, rand_init=config.rand_init,
+      rand_minmax=rand_minmax, sanity_checks=False, **common)
+
+
+def _check_inputs(x, y, config: AttackConfig):
+  """Static shape checks, plus a [0, 1] range check when running eagerly (catches 0-255 pipelines)."""
+  if x.shape.rank != 4:
+    raise UserInputError(f"attack {config.name}: x must be images [B, H, W, C], got shape {x.shape}")
+  if config.name == "trades_kl":
+    if y.shape.rank != 2 or not y.dtype.is_floating:
+      raise UserInputError(
+          f"attack trades_kl: y must be the clean class probabilities [B, K] (float), got "
+          f"{y.dtype.name} {y.shape}")
+  elif y.shape.rank != 1 or not y.dtype.is_integer:
+    raise UserInputError(
+        f"attack {config.name}: y must be the TRUE integer labels [B], got {y.dtype.name} {y.shape}")
+  if tf.executing_eagerly():
+    _check_pixel_range(x, f"attack {config.name}")
+
+
+def _check_pixel_range(x, where: str):
+  """Raises if eager `x` leaves [0, 1]: a 0-255 or mean/std-normalised pipeline breaks the threat model."""
+  if tf.size(x) == 0:
+    return
+  lo, hi = float(tf.reduce_min(x)), float(tf.reduce_max(x))
+  if lo < 0.0 or hi > 1.0:
+    raise UserInputError(
+        f"{where}: x must be pixels in [0, 1], got values in [{lo:g}, {hi:g}] "
+        "(is the input pipeline missing /255, or normalising outside the model?)")
+
+
+def generate(model_fn: Callable, x, y, config: AttackConfig):
+  """Adversarial examples for `x` under `config`, within eps of x (in the attack's norm) and in [0, 1].
+
+  Works eagerly, inside `tf.function` (e.g. an adversarial-training `train_step`) and inside
+  `strategy.run`. cleverhans' gradient helper is a `tf.function` keyed on `model_fn`: reuse one
+  `model_fn` object across calls, or every eager call retraces.
+
+  Args:
+    model_fn: callable images -> logits; the caller wraps the model with `training=False`.
+    x: [B, H, W, C] float32 pixels in [0, 1].
+    y: the TRUE int labels [B]; for "trades_kl" the clean probabilities [B, K] of the model.
+    config: the attack.
+
+  Returns:
+    float32 x_adv shaped like x, under `stop_gradient` (a constant for the training step, as in
+    TRADES / Madry et al.), within eps up to float32 rounding (~1e-7). eps == 0 returns x unchanged.
+
+  Raises:
+    UserInputError: x not [B, H, W, C]; y not int labels [B] (probabilities [B, K] for trades_kl);
+      eagerly, x outside [0, 1].
+  """
+  x = tf.convert_to_tensor(x, tf.float32)
+  y = tf.convert_to_tensor(y)
+  _check_inputs(x, y, config)
+  if config.eps == 0:
+    # cleverhans asserts step <= eps and its L2 projection divides by norms; nothing to attack anyway.
+    return tf.identity(x)
+  y = tf.cast(y, tf.float32) if config.name == "trades_kl" else tf.cast(y, tf.int32)
+  best = _attack_once(model_fn, x, y, config)
+  if config.restarts > 1:
+    loss_fn = margin_loss if config.name == "cw_inf" else _ce_loss
+    logits = model_fn(best)
+    best_fooled = tf.not_equal(tf.argmax(logits, -1, output_type=tf.int32), y)
+    best_loss = loss_fn(y, logits)
+    for _ in range(config.restarts - 1):
+      cand = _attack_once(model_fn, x, y, config)
+      logits = model_fn(cand)
+      fooled = tf.not_equal(tf.argmax(logits, -1, output_type=tf.int32), y)
+      loss = loss_fn(y, logits)
+      # Keep the first run that fools the model; among runs that do not, the highest loss. So the
+      # result is never more robust than any single run.
+      take = tf.logical_and(tf.logical_not(best_fooled), tf.logical_or(fooled, loss > best_loss))
+      best = tf.where(take[:, None, None, None], cand, best)
+      best_loss = tf.where(take, loss, best_loss)
+      best_fooled = tf.logical_or(best_fooled, fooled)
+  return tf.stop_gradient(best)
+
+
+def perturbation_norm(x_adv, x, norm: str):
+  """Per-example size of x_adv - x in `norm` ("inf" or "l2").
+
+  Args:
+    x_adv: [B, ...] perturbed images.
+    x: [B, ...] clean images.
+    norm: "inf" or "l2".
+
+  Returns:
+    float32 [B].
+  """
+  delta = tf.reshape(tf.cast(x_adv, tf.float32) - tf.cast(x, tf.float32), [tf.shape(x)[0], -1])
+  if norm == "inf":
+    return tf.reduce_max(tf.abs(delta), axis=-1)
+  return tf.norm(delta, axis=-1)
+
+
+class RobustEvaluator:
+  """Clean, per-attack and worst-case accuracy of one model, with graphs compiled once.
+
+  Build it once per model and call `evaluate` every epoch: one compiled graph per attack (and one
+  for the model) serves the whole run; eager PGD would pay Python overhead on every step, and the
+  last, smaller batch must not retrace (reduce_retracing).
+
+  Args:
+    model_fn: callable images -> logits with `training=False`.
+    configs: the attacks; their labels must be distinct.
+
+  Example:
+  >>> ev = RobustEvaluator(lambda x: model(x, training=False), [AttackConfig("pgd", steps=10)])
+  >>> ev.evaluate(val_ds, max_examples=500)["worst_case"]
+  """
+
+  def __init__(self, model_fn: Callable, configs: Sequence[AttackConfig]):
+    self.configs = list(configs)
+    self.labels = [c.label() for c in self.configs]
+    if len(set(self.labels)) != len(self.labels):
+      raise UserInputError(f"robust_accuracy: configs contain duplicate attacks: {self.labels}")
+    self._predict = tf.function(model_fn, reduce_retracing=True)
+    self._attacks = [tf.function(functools.partial(generate, model_fn, config=c), reduce_retracing=True)
+                     for c in self.configs]
+
+  def evaluate(self, dataset: Iterable, max_examples: Optional[int] = None) -> dict:
+    """See `robust_accuracy`."""
+    return _robust_accuracy(self, dataset, max_examples)
+
+
+def robust_accuracy(model_fn: Callable, dataset: Iterable, configs: Sequence[AttackConfig],
+                    max_examples: Optional[int] = None) -> dict:
+  """Clean and per-attack accuracy plus the per-example worst case over all attacks run.
+
+  Runs eagerly over `(x, y)` batches (x pixels in [0, 1], y int labels). A "trades_kl" config is
+  given the model's clean probabilities as its target and scored against the true labels.
+
+  Args:
+    model_fn: callable images -> logits with `training=False`; use one object for the whole run.
+    dataset: iterable of (x, y) batches, e.g. a batched `tf.data.Dataset`.
+    configs: the attacks; their labels must be distinct.
+    max_examples: stop after this many examples (the last batch is truncated); None for all.
+
+  Returns:
+    {"clean": acc, "<label>": acc per attack, "worst_case": acc of examples correct under clean and
+    every attack, "num_examples": n, "max_perturbation": {label: max over examples of |x_adv - x|
+    in the attack's norm}}. Accuracies are Python floats in [0, 1].
+  """
+  return RobustEvaluator(model_fn, configs).evaluate(dataset, max_examples)
+
+
+def _robust_accuracy(ev: RobustEvaluator, dataset: Iterable, max_examples: Optional[int]) -> dict:
+  if max_examples is not None and max_examples < 1:
+    raise UserInputError(f"robust_accuracy: max_examples={max_examples}, expected None or >= 1")
+  configs, labels, predict, attack_fns = ev.configs, ev.labels, ev._predict, ev._attacks
+  n = 0
+  correct = {"clean": 0, **{label: 0 for label in labels}}
+  worst = 0
+  max_pert = {label: 0.0 for label in labels}
+  for x, y in dataset:
+    if max_examples is not None and n >= max_examples:
+      break
+    x = tf.convert_to_tensor(x, tf.float32)
+    y = tf.cast(tf.convert_to_tensor(y), tf.int32)
+    if max_examples is not None:
+      x, y = x[:max_examples - n], y[:max_examples - n]
+    _check_pixel_range(x, "robust_accuracy")
+    logits = predict(x)
+    ok = tf.equal(tf.argmax(logits, -1, output_type=tf.int32), y)
+    correct["clean"] += int(tf.reduce_sum(tf.cast(ok, tf.int32)))
+    robust = ok
+    for config, label, attack_fn in zip(configs, labels, attack_fns):
+      target = tf.nn.softmax(tf.cast(logits, tf.float32)) if config.name == "trades_kl" else y
+      x_adv = attack_fn(x, target)
+      ok_adv = tf.equal(tf.argmax(predict(x_adv), -1, output_type=tf.int32), y)
+      correct[label] += int(tf.reduce_sum(tf.cast(ok_adv, tf.int32)))
+      robust = tf.logical_and(robust, ok_adv)
+      max_pert[label] = max(max_pert[label], float(tf.reduce_max(perturbation_norm(x_adv, x, config.norm))))
+    worst += int(tf.reduce_sum(tf.cast(robust, tf.int32)))
+    n += int(x.shape[0])
+  if n == 0:
+    raise UserInputError("robust_accuracy: the dataset yielded no examples")
+  result = {key: count / n for key, count in correct.items()}
+  result.update(worst_case=worst / n, num_examples=n, max_perturbation=max_pert)
+  return result

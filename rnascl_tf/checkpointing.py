@@ -1,0 +1,103 @@
+"""Resumable run checkpoints: tf.train.Checkpoint of model/optimisers/RNG + a JSON run state.
+
+A run folder holds `ckpt/` (the last two epoch checkpoints) and `run_state.json` (stage, config
+fingerprint, epochs completed, best metric, per-epoch history). Re-running with the same
+`--model_dir` resumes after the last completed epoch; a different fingerprint is refused.
+"""
+
+import json
+import os
+from typing import Any, Dict, Optional
+
+import tensorflow as tf
+
+from rnascl_tf import io_utils
+from rnascl_tf.errors import UserInputError
+
+STATE_SCHEMA = "rnascl_tf/run_state"
+STATE_VERSION = 1
+
+
+class TrainingDiverged(RuntimeError):
+  """A loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def _normalise(obj: Any) -> Any:
+  # Round-trip through JSON so tuples/lists and floats compare the same before and after saving.
+  return json.loads(json.dumps(obj, default=str))
+
+
+class Checkpointer:
+  """Saves and restores one training stage's state in `model_dir`.
+
+  Args:
+    model_dir: the run folder.
+    stage: stage name ("train_teacher", "search", "train"); a folder of another stage is refused.
+    fingerprint: JSON-able dict of the settings a resumed run must share (architecture, data,
+      seed, batch size...). Settings left out (e.g. epochs, verbosity) may change on resume.
+    trackables: objects for `tf.train.Checkpoint` (models, optimisers, variables).
+    write: False on non-chief workers: they save to a scratch folder that is deleted (the standard
+      multi-worker pattern), so only the chief's files are kept.
+    max_to_keep: epoch checkpoints kept.
+
+  Example:
+  >>> ck = Checkpointer("/tmp/run", "train_teacher", {"arch": "small_cnn"}, {"model": model})
+  >>> start_epoch = ck.restore()   # 0 on a fresh folder
+  >>> ck.save(epoch=1, state={"best": None})
+  """
+
+  def __init__(self, model_dir: str, stage: str, fingerprint: Dict[str, Any], trackables: Dict[str, Any],
+               write: bool = True, max_to_keep: int = 2):
+    self.model_dir = model_dir
+    self.stage = stage
+    self.fingerprint = _normalise(fingerprint)
+    self.write = write
+    self._ckpt = tf.train.Checkpoint(**trackables)
+    ckpt_dir = os.path.join(model_dir, "ckpt") if write else os.path.join(model_dir, ".scratch_ckpt")
+    self._manager = tf.train.CheckpointManager(self._ckpt, ckpt_dir, max_to_keep=max_to_keep)
+    self.state: Dict[str, Any] = {}
+
+  @property
+  def state_path(self) -> str:
+    return os.path.join(self.model_dir, "run_state.json")
+
+  def restore(self) -> int:
+    """Restores the last checkpoint if the folder has one; returns the number of completed epochs."""
+    if not os.path.exists(self.state_path):
+      if self._manager.latest_checkpoint:
+        raise UserInputError(f"--model_dir {self.model_dir!r} has checkpoints but no run_state.json; "
+                             "it was not written by this stage or is corrupt. Use a new --model_dir.")
+      return 0
+    state = io_utils.read_json(self.state_path, f"run state of --model_dir {self.model_dir!r}")
+    if not isinstance(state, dict) or state.get("schema") != STATE_SCHEMA:
+      raise UserInputError(f"{self.state_path!r} is not an rnascl_tf run state; use a new --model_dir")
+    if state.get("version") != STATE_VERSION:
+      raise UserInputError(f"{self.state_path!r} has run-state version {state.get('version')}, "
+                           f"this rnascl_tf writes version {STATE_VERSION}; use a new --model_dir")
+    if state.get("stage") != self.stage:
+      raise UserInputError(f"--model_dir {self.model_dir!r} holds a {state.get('stage')!r} run, not a "
+                           f"{self.stage!r} run; use another --model_dir")
+    diffs = sorted(k for k in set(self.fingerprint) | set(state.get("fingerprint", {}))
+                   if self.fingerprint.get(k) != state.get("fingerprint", {}).get(k))
+    if diffs:
+      detail = "; ".join(f"{k}: saved {state['fingerprint'].get(k)!r}, now {self.fingerprint.get(k)!r}" for k in diffs)
+      raise UserInputError(f"refusing to resume the run in --model_dir {self.model_dir!r} with incompatible "
+                           f"settings ({detail}). Use the original flags or a new --model_dir.")
+    latest = self._manager.latest_checkpoint
+    if latest is None:
+      return 0
+    try:
+      self._ckpt.restore(latest).assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.OpError) as e:
+      raise UserInputError(f"checkpoint {latest!r} does not match this model ({e}); use a new --model_dir") from e
+    self.state = state
+    return int(state.get("epochs_completed", 0))
+
+  def save(self, epochs_completed: int, extra: Optional[Dict[str, Any]] = None) -> None:
+    """Writes the checkpoint for `epochs_completed`, then the run state (atomically)."""
+    self._manager.save(checkpoint_number=epochs_completed)
+    if not self.write:
+      return
+    self.state = {**self.state, **(extra or {}), "schema": STATE_SCHEMA, "version": STATE_VERSION,
+                  "stage": self.stage, "fingerprint": self.fingerprint, "epochs_completed": epochs_completed}
+    io_utils.atomic_write_json(self.state_path, self.state)

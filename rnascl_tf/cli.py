@@ -1,0 +1,205 @@
+"""absl flags of every entry point, defined here once, and their conversion to frozen configs.
+
+Entry points call the `define_*` groups they need at import time, parse flags once (absl.app), and
+build configs with the `*_config` functions, which take the parsed FLAGS object explicitly. Library
+modules never import this module.
+"""
+
+import fractions
+import sys
+from typing import Callable
+
+from absl import flags
+from absl import logging
+
+from rnascl_tf.config import OptimConfig, RobustConfig, RunConfig
+from rnascl_tf.errors import UserInputError
+
+
+def parse_pixels(value: str, flag: str) -> float:
+  """Parses a pixel-unit value written as a float or a fraction ("8/255")."""
+  try:
+    return float(fractions.Fraction(str(value).strip()))
+  except (ValueError, ZeroDivisionError) as e:
+    raise UserInputError(f"--{flag} must be a number or a fraction like 8/255, got {value!r}") from e
+
+
+def _defined(name: str) -> bool:
+  return name in flags.FLAGS
+
+
+def define_run_flags(default_epochs: int = 1) -> None:
+  """Run control: --model_dir, --epochs, --seed, --strategy..."""
+  if _defined("model_dir"):
+    return
+  flags.DEFINE_string("model_dir", None, "Run folder: checkpoints, TensorBoard logs, artefacts. Reusing it resumes.")
+  flags.DEFINE_integer("epochs", default_epochs, "Training epochs.")
+  flags.DEFINE_integer("steps_per_epoch", None, "Cap on steps per epoch (default: one pass over the split).")
+  flags.DEFINE_integer("seed", 0, "Run seed: split membership, data order, augmentation, random starts.")
+  flags.DEFINE_enum("strategy", "default", ["default", "one_device", "mirrored", "multi_worker", "tpu"],
+                    "tf.distribute strategy.")
+  flags.DEFINE_integer("num_gpus", 0, "GPUs for --strategy=mirrored (0 = all visible).")
+  flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step (explicit on purpose: Keras' "
+                    "'auto' picks XLA on GPU only, so CPU tests and GPU runs would differ).")
+  flags.DEFINE_integer("verbose", 1, "Progress output: 1 = progress bar, 2 = one line per epoch, 0 = silent.")
+
+
+def define_data_flags() -> None:
+  """Dataset and input pipeline flags."""
+  if _defined("dataset"):
+    return
+  flags.DEFINE_string("dataset", "digits", "digits (embedded, no download) | cifar10 | cifar100 | "
+                      "imagenette/<variant> | imagenet100 | image_folder:<root>.")
+  flags.DEFINE_string("data_dir", None, "TFDS data_dir.")
+  flags.DEFINE_bool("download", False, "Allow TFDS to download. Off: offline, a missing dataset fails fast.")
+  flags.DEFINE_integer("batch_size", 128, "GLOBAL batch size (split over replicas).")
+  flags.DEFINE_float("val_fraction", 0.1, "Validation split, a fraction of the training set.")
+  flags.DEFINE_float("arch_fraction", 0.2, "Architecture split of the search, a fraction of the training set.")
+  flags.DEFINE_float("test_fraction", 0.2, "Test split for datasets without one (digits).")
+  flags.DEFINE_integer("image_size", None, "Resize images to this size (default: the dataset's own).")
+  flags.DEFINE_bool("augment", True, "Random crop with padding and flips (where they make sense).")
+  flags.DEFINE_integer("max_train_examples", None, "Use only this many training examples (quick runs).")
+  flags.DEFINE_integer("max_test_examples", None, "Use only this many test examples.")
+  flags.DEFINE_string("cache_dir", None, "Cache folder for decoded image folders.")
+
+
+def define_optim_flags(lr: float = 0.1, optimizer: str = "sgd", weight_decay: float = 5e-4) -> None:
+  """Weight optimiser flags."""
+  if _defined("optimizer"):
+    return
+  flags.DEFINE_enum("optimizer", optimizer, ["sgd", "adam"], "Weight optimiser.")
+  flags.DEFINE_float("learning_rate", lr, "Peak learning rate for the global batch size.")
+  flags.DEFINE_float("weight_decay", weight_decay, "Decoupled weight decay.")
+  flags.DEFINE_enum("lr_schedule", "cosine", ["cosine", "constant"], "Learning-rate schedule.")
+  flags.DEFINE_float("warmup_epochs", 0.0, "Linear learning-rate warm-up epochs.")
+
+
+def define_robust_flags(mode: str = "pgd") -> None:
+  """Adversarial training and validation-attack flags (pixel-space L-inf)."""
+  if _defined("adv_mode"):
+    return
+  flags.DEFINE_enum("adv_mode", mode, ["standard", "pgd", "trades", "fast_fgsm"], "Adversarial training.")
+  flags.DEFINE_string("eps", "8/255", "L-inf budget in pixel units of [0, 1] images (number or fraction).")
+  flags.DEFINE_string("step_size", "2/255", "PGD step in pixel units.")
+  flags.DEFINE_integer("attack_steps", 10, "PGD steps during adversarial training.")
+  flags.DEFINE_float("trades_beta", 6.0, "TRADES beta.")
+  flags.DEFINE_integer("val_attack_steps", 10, "PGD steps of the per-epoch validation attack (best checkpoint).")
+  flags.DEFINE_integer("val_examples", 1000, "Validation examples attacked per epoch (0 = all).")
+  flags.DEFINE_integer("test_attack_steps", 20, "PGD steps of the final test-split evaluation.")
+
+
+def run_config(f) -> RunConfig:
+  return RunConfig(model_dir=f.model_dir, epochs=f.epochs, steps_per_epoch=f.steps_per_epoch, seed=f.seed,
+                   strategy=f.strategy, num_gpus=f.num_gpus, jit_compile=f.jit_compile, verbose=f.verbose)
+
+
+def data_config(f):
+  from rnascl_tf.data import DataConfig  # Imported lazily: it pulls in TF and TFDS.
+  return DataConfig(dataset=f.dataset, data_dir=f.data_dir, download=f.download, batch_size=f.batch_size,
+                    val_fraction=f.val_fraction, arch_fraction=f.arch_fraction, test_fraction=f.test_fraction,
+                    image_size=f.image_size, augment=f.augment, seed=f.seed,
+                    max_train_examples=f.max_train_examples, max_test_examples=f.max_test_examples,
+                    cache_dir=f.cache_dir)
+
+
+def optim_config(f) -> OptimConfig:
+  return OptimConfig(optimizer=f.optimizer, learning_rate=f.learning_rate, weight_decay=f.weight_decay,
+                     schedule=f.lr_schedule, warmup_epochs=f.warmup_epochs)
+
+
+def robust_config(f) -> RobustConfig:
+  return RobustConfig(mode=f.adv_mode, eps=parse_pixels(f.eps, "eps"), step_size=parse_pixels(f.step_size, "step_size"),
+                      steps=f.attack_steps, trades_beta=f.trades_beta, val_attack_steps=f.val_attack_steps,
+                      val_examples=f.val_examples)
+
+
+def flag_values(f, names) -> dict:
+  """The values of the named flags (for manifests and run fingerprints)."""
+  return {n: f[n].value for n in names if n in f}
+
+
+def run_main(main: Callable[[], int]) -> Callable[[list], None]:
+  """Wraps an entry point's body: user errors print one clear line and exit 2; divergence exits 3."""
+  from rnascl_tf.checkpointing import TrainingDiverged
+
+  def _main(argv):
+    try:
+      if len(argv) > 1:
+        raise UserInputError(f"unexpected positional arguments: {argv[1:]} (flags are --name=value)")
+      sys.exit(main() or 0)
+    except UserInputError as e:
+      logging.error("%s", e)
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(2)
+    except TrainingDiverged as e:
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(3)
+
+  return _main
+
+
+def define_teacher_flags() -> None:
+  """Teacher flags: a built-in architecture to train, or an external .keras teacher and its taps."""
+  if _defined("teacher_arch"):
+    return
+  flags.DEFINE_string("teacher_arch", "small_cnn", "Built-in teacher: small_cnn | resnet18 | preact_resnet18 | "
+                      "wrn34_10 | wrn28_10 | wide_resnet | resnet50.")
+  flags.DEFINE_float("teacher_width", 1.0, "Width multiplier of the built-in teacher (small ones for CPU runs).")
+  flags.DEFINE_integer("teacher_depth", 0, "Depth of wide_resnet (0 = the architecture's default).")
+  flags.DEFINE_string("teacher_path", None, "An existing teacher: a .keras model taking [0, 1] pixels "
+                      "(e.g. the teacher.keras written by train_teacher, or your own).")
+  flags.DEFINE_string("teacher_layers", "auto", "Teacher tap layers: auto (= auto_conv) | auto_conv | auto_block | "
+                      "comma-separated layer names (list them with python -m rnascl_tf.list_layers).")
+  flags.DEFINE_bool("teacher_assume_pixel_input", False, "Trust that an external teacher without a visible "
+                    "normalisation layer takes [0, 1] pixels.")
+
+
+def define_search_flags() -> None:
+  """Search-space, objective and schedule flags of the architecture search."""
+  if _defined("search_space"):
+    return
+  flags.DEFINE_string("search_space", "tiny", "Built-in space (tiny, s3, s5, s7, s9, s18, m, l, imagenet) or a "
+                      "path to a JSON space declaration.")
+  flags.DEFINE_enum("student_layers", "all_convs", ["all_convs", "block_outputs"],
+                    "Student layers that take part in the cross-layer distillation.")
+  flags.DEFINE_float("arch_learning_rate", 0.1, "Adam learning rate of the width and tutor logits.")
+  flags.DEFINE_float("arch_weight_decay", 1e-4, "Weight decay of the width and tutor logits.")
+  flags.DEFINE_float("tau0", 5.0, "Initial Gumbel-softmax temperature.")
+  flags.DEFINE_string("tau_decay", "auto", "Temperature decay per epoch (tau = tau0 * exp(-decay * epoch)); "
+                      "'auto' reaches --tau_min at the last epoch.")
+  flags.DEFINE_float("tau_min", 0.1, "Temperature floor.")
+  flags.DEFINE_integer("weight_only_epochs", 0, "Warm-up epochs that update the weights only.")
+  flags.DEFINE_float("lambda_kd", 1.0, "Weight of the KL distillation term.")
+  flags.DEFINE_float("kd_temperature", 1.0, "Temperature of the KL term.")
+  flags.DEFINE_float("gamma_cl", 1.0, "Weight of the cross-layer attention loss.")
+  flags.DEFINE_integer("cl_grid", 8, "Attention maps are resized to cl_grid x cl_grid.")
+  flags.DEFINE_enum("resource", "fbnet", ["fbnet", "budget", "none"], "Resource factor of the architecture loss.")
+  flags.DEFINE_float("resource_alpha", 0.2, "FBNet form: alpha.")
+  flags.DEFINE_float("resource_beta", 0.5, "FBNet form: beta.")
+  flags.DEFINE_float("resource_mu", 1.0, "Budget form: penalty slope above the target.")
+  flags.DEFINE_float("target_mflops", 0.0, "Budget form: target in millions of multiply-accumulates.")
+  flags.DEFINE_float("target_mparams", 0.0, "Budget form: target in millions of parameters.")
+  flags.DEFINE_enum("arch_split", "heldout", ["heldout", "rotating"], "heldout: a fixed --arch_fraction of the "
+                    "training set; rotating: the authors' 'last part of each shuffled epoch' (compatibility).")
+
+
+def search_config(f):
+  from rnascl_tf.search_model import SearchConfig  # Lazy: pulls in TF.
+  return SearchConfig(lambda_kd=f.lambda_kd, kd_temperature=f.kd_temperature, gamma_cl=f.gamma_cl,
+                      cl_grid=f.cl_grid, resource=f.resource, alpha=f.resource_alpha, beta=f.resource_beta,
+                      mu=f.resource_mu, target_mflops=f.target_mflops, target_mparams=f.target_mparams,
+                      weight_only_epochs=f.weight_only_epochs)
+
+
+def tau_decay(f) -> float:
+  """--tau_decay as a number; 'auto' derives it so tau reaches --tau_min at the last epoch."""
+  from rnascl_tf.gumbel import decay_to_reach
+  if str(f.tau_decay).strip().lower() == "auto":
+    return decay_to_reach(f.tau0, f.tau_min, f.epochs)
+  try:
+    value = float(f.tau_decay)
+  except ValueError as e:
+    raise UserInputError(f"--tau_decay must be a number or 'auto', got {f.tau_decay!r}") from e
+  if value < 0:
+    raise UserInputError(f"--tau_decay must be >= 0, got {value}")
+  return value

@@ -1,0 +1,72 @@
+"""genotype.json: the searched architecture and tutor map (versioned schema, validated on load)."""
+
+from typing import Any, Dict, List
+
+from rnascl_tf import io_utils
+from rnascl_tf.errors import UserInputError
+
+SCHEMA = "rnascl_tf/genotype"
+VERSION = 1
+_REQUIRED = ("schema", "version", "search_space", "input_shape", "num_classes", "normalization", "blocks",
+             "student_layers", "teacher", "cost")
+
+
+def save_genotype(path: str, genotype: Dict[str, Any]) -> None:
+  """Validates and writes `genotype` atomically."""
+  validate_genotype(genotype, path)
+  io_utils.atomic_write_json(path, genotype)
+
+
+def load_genotype(path: str) -> Dict[str, Any]:
+  """Reads and validates a genotype file; a foreign or corrupt file raises UserInputError."""
+  g = io_utils.read_json(path, "genotype file (--genotype)")
+  validate_genotype(g, path)
+  return g
+
+
+def validate_genotype(g: Any, path: str = "<genotype>") -> None:
+  """Checks schema, version, required fields and internal consistency.
+
+  Args:
+    g: the parsed genotype.
+    path: shown in messages.
+  """
+  def bad(msg):
+    raise UserInputError(f"genotype {path!r}: {msg}")
+
+  if not isinstance(g, dict) or g.get("schema") != SCHEMA:
+    bad(f"not an rnascl_tf genotype (expected \"schema\": \"{SCHEMA}\")")
+  if g.get("version") != VERSION:
+    bad(f"schema version {g.get('version')!r} is not supported (this rnascl_tf reads version {VERSION})")
+  missing = [k for k in _REQUIRED if k not in g]
+  if missing:
+    bad(f"missing fields {missing}")
+  blocks = g["blocks"]
+  if not isinstance(blocks, list) or not blocks:
+    bad("'blocks' must be a non-empty list")
+  for i, b in enumerate(blocks):
+    for key in ("name", "width", "width_options", "width_probs"):
+      if key not in b:
+        bad(f"block {i} lacks {key!r}")
+    if b["width"] not in b["width_options"]:
+      bad(f"block {b['name']}: width {b['width']} is not one of its options {b['width_options']}")
+    if len(b["width_probs"]) != len(b["width_options"]):
+      bad(f"block {b['name']}: {len(b['width_probs'])} probabilities for {len(b['width_options'])} options")
+  teacher_layers = g["teacher"].get("layers") if isinstance(g["teacher"], dict) else None
+  if not isinstance(teacher_layers, list) or not teacher_layers:
+    bad("'teacher.layers' must list the teacher tap layers")
+  names = [t["name"] if isinstance(t, dict) else t for t in teacher_layers]
+  for s in g["student_layers"]:
+    for key in ("name", "tutor", "tutor_probs"):
+      if key not in s:
+        bad(f"student layer entry lacks {key!r}")
+    if s["tutor"] not in names:
+      bad(f"student layer {s['name']}: tutor {s['tutor']!r} is not a teacher layer")
+    if len(s["tutor_probs"]) != len(names):
+      bad(f"student layer {s['name']}: {len(s['tutor_probs'])} tutor probabilities for {len(names)} teacher layers")
+
+
+def tutor_map(g: Dict[str, Any]) -> List[int]:
+  """Index of the chosen teacher layer for every student layer, in student-layer order."""
+  names = [t["name"] if isinstance(t, dict) else t for t in g["teacher"]["layers"]]
+  return [names.index(s["tutor"]) for s in g["student_layers"]]

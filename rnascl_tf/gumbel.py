@@ -1,0 +1,40 @@
+"""Gumbel-softmax sampling and the temperature schedule shared by width and tutor choices."""
+
+import math
+
+import keras
+from keras import ops
+
+
+def gumbel_softmax(logits, tau, seed, hard: bool = False):
+  """Draws one relaxed one-hot sample per row of `logits`.
+
+  Args:
+    logits: [..., K] unnormalised log-probabilities.
+    tau: temperature (scalar, Python float or tensor); lower is closer to one-hot.
+    seed: a `keras.random.SeedGenerator` (owned by the model, so its state is checkpointed and
+      seeded per replica) or an int.
+    hard: if True, return the straight-through one-hot (forward one-hot, gradient of the soft sample).
+
+  Returns:
+    A tensor shaped like `logits` whose last axis sums to 1.
+  """
+  u = keras.random.uniform(ops.shape(logits), minval=1e-10, maxval=1.0, seed=seed, dtype=logits.dtype)
+  g = -ops.log(-ops.log(u))
+  soft = ops.softmax((logits + g) / tau, axis=-1)
+  if not hard:
+    return soft
+  one_hot = ops.one_hot(ops.argmax(soft, axis=-1), ops.shape(logits)[-1], dtype=soft.dtype)
+  return ops.stop_gradient(one_hot - soft) + soft
+
+
+def temperature_at(epoch: int, tau0: float, decay: float, tau_min: float) -> float:
+  """Gumbel temperature at the start of `epoch` (0-based): max(tau0 * exp(-decay * epoch), tau_min)."""
+  return max(tau0 * math.exp(-decay * epoch), tau_min)
+
+
+def decay_to_reach(tau0: float, tau_min: float, epochs: int) -> float:
+  """The decay rate r such that tau0 * exp(-r * (epochs - 1)) == tau_min (reached at the last epoch)."""
+  if epochs <= 1:
+    return 0.0
+  return math.log(tau0 / tau_min) / (epochs - 1)

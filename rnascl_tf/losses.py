@@ -1,0 +1,225 @@
+"""Per-example losses of RNAS-CL: cross-layer attention distillation, CE, Hinton KD, replica scaling.
+
+Every loss here returns one value per example ([B]); reduce it with `replica_mean` so the update is
+the same on one device and on N replicas (Keras / tf.distribute sum gradients over replicas).
+See METHOD.md section 6 (cross-layer loss) and KERAS3.md rule 5 (loss scaling).
+"""
+
+from typing import Optional, Sequence
+
+import tensorflow as tf
+from keras import ops
+
+from rnascl_tf.gumbel import gumbel_softmax
+
+# Norm floor of METHOD.md section 6: an all-zero map stays zero instead of becoming NaN.
+_NORM_EPS = 1e-12
+TUTOR_MODES = ("gumbel", "gumbel_hard", "softmax", "argmax")
+
+
+def attention_maps(activation, grid: int):
+  """Spatial attention map of an activation, resized to a common grid and L2-normalised.
+
+  a[h, w] = sum_c A[h, w, c]^2, resized bilinearly (half-pixel centres, no antialiasing) to
+  grid x grid, flattened and divided by max(||a||_2, 1e-12) per example.
+
+  Args:
+    activation: [B, H, W, C] tensor (any float dtype; computed in float32).
+    grid: side of the common grid G.
+
+  Returns:
+    [B, G*G] float32 tensor; each row has unit norm, or is all zero for an all-zero activation.
+  """
+  # Cast before squaring: float16/bfloat16 activations would overflow or lose the small values.
+  a = ops.sum(ops.square(ops.cast(activation, "float32")), axis=-1, keepdims=True)
+  h, w = activation.shape[1], activation.shape[2]
+  # Resizing the 1-channel map, not the activation, is C times cheaper and gives the same result
+  # (bilinear resize is linear per channel, and the channel sum commutes with it).
+  if h != grid or w != grid:
+    a = ops.image.resize(a, (grid, grid), interpolation="bilinear", antialias=False)
+  a = ops.reshape(a, (-1, grid * grid))
+  # sqrt(max(|a|^2, eps^2)) == max(|a|, eps), but never differentiates sqrt at 0: under XLA
+  # (jit_compile) max(sqrt(.), eps) gives a NaN gradient for an all-zero map, and a dead student
+  # layer must not poison the weight update.
+  sq_norm = ops.sum(ops.square(a), axis=-1, keepdims=True)
+  return a / ops.sqrt(ops.maximum(sq_norm, _NORM_EPS * _NORM_EPS))
+
+
+def _stack_maps(acts: Sequence, grid: int):
+  """[B, n, G*G] stack of the attention maps of a list of activations."""
+  if not acts:
+    raise ValueError("need at least one activation to distil from / to")
+  return ops.stack([attention_maps(x, grid) for x in acts], axis=1)
+
+
+def layer_distances(student_acts: Sequence, teacher_acts: Sequence, grid: int):
+  """Squared distances between every student and every teacher attention map, per example.
+
+  One batched einsum: d_bij = |s_bi|^2 + |t_bj|^2 - 2 s_bi . t_bj, clamped at 0. For unit maps this
+  is the 2 - 2 S.T of METHOD.md; keeping the norms also makes it exact for all-zero maps (whose
+  distance to a unit map is 1, not 2).
+
+  Args:
+    student_acts: list of n_s activations [B, H_i, W_i, C_i] (shapes may differ).
+    teacher_acts: list of n_t activations [B, H_j, W_j, C_j] (shapes may differ).
+    grid: side of the common attention grid.
+
+  Returns:
+    [B, n_s, n_t] float32 tensor of squared L2 distances.
+  """
+  s = _stack_maps(student_acts, grid)
+  t = _stack_maps(teacher_acts, grid)
+  dot = ops.einsum("bid,bjd->bij", s, t)
+  s_sq = ops.sum(ops.square(s), axis=-1)[:, :, None]
+  t_sq = ops.sum(ops.square(t), axis=-1)[:, None, :]
+  # Rounding can make identical maps come out at -1e-7; a distance is never negative.
+  return ops.maximum(s_sq + t_sq - 2.0 * dot, 0.0)
+
+
+def cross_layer_loss(distances, tutor_weights):
+  """Cross-layer distillation loss, linear in the tutor weights (METHOD.md section 6).
+
+  Args:
+    distances: [B, n_s, n_t] from `layer_distances`.
+    tutor_weights: g, [n_s, n_t], rows summing to 1 (from `tutor_weights`).
+
+  Returns:
+    [B] per-example loss (1 / n_s) sum_ij g_ij d_bij.
+  """
+  g = ops.cast(tutor_weights, "float32")
+  n_s = ops.cast(ops.shape(g)[0], "float32")
+  return ops.einsum("bij,ij->b", ops.cast(distances, "float32"), g) / n_s
+
+
+def fixed_tutor_loss(distances, tutor_map: Sequence[int]):
+  """Cross-layer loss for a fixed tutor map (retraining): (1 / n_s) sum_i d_b[i, map[i]].
+
+  Args:
+    distances: [B, n_s, n_t] from `layer_distances`.
+    tutor_map: n_s teacher-layer indices, one per student layer.
+
+  Returns:
+    [B] per-example loss; equal to `cross_layer_loss` with one-hot tutor weights.
+
+  Raises:
+    ValueError: if the map's length or an index does not fit the distance tensor.
+  """
+  n_s, n_t = distances.shape[1], distances.shape[2]
+  tutor_map = [int(j) for j in tutor_map]
+  if n_s is not None and len(tutor_map) != n_s:
+    raise ValueError(f"tutor_map has {len(tutor_map)} entries but there are {n_s} student layers")
+  # one_hot silently gives a zero row for an out-of-range index: fail loudly instead.
+  bad = [j for j in tutor_map if j < 0 or (n_t is not None and j >= n_t)]
+  if bad:
+    raise ValueError(f"tutor_map indices {bad} are outside [0, {n_t})")
+  g = ops.one_hot(ops.convert_to_tensor(tutor_map, "int32"), ops.shape(distances)[2], dtype="float32")
+  return cross_layer_loss(distances, g)
+
+
+def tutor_weights(tutor_logits, tau, seed=None, mode: str = "gumbel"):
+  """Tutor weights g [n_s, n_t] from the tutor logits phi.
+
+  Args:
+    tutor_logits: [n_s, n_t] logits phi.
+    tau: temperature; used by "gumbel", "gumbel_hard" and "softmax" (softmax(phi / tau)).
+    seed: `keras.random.SeedGenerator` or int, for the Gumbel modes.
+    mode: "gumbel" (relaxed sample, search), "gumbel_hard" (straight-through one-hot),
+      "softmax" (deterministic relaxation) or "argmax" (one-hot, no gradient; deriving the map).
+
+  Returns:
+    [n_s, n_t] float32 tensor whose rows sum to 1.
+
+  Raises:
+    ValueError: for an unknown mode.
+  """
+  logits = ops.cast(tutor_logits, "float32")
+  if mode == "gumbel":
+    return gumbel_softmax(logits, tau, seed, hard=False)
+  if mode == "gumbel_hard":
+    return gumbel_softmax(logits, tau, seed, hard=True)
+  if mode == "softmax":
+    return ops.softmax(logits / tau, axis=-1)
+  if mode == "argmax":
+    return ops.one_hot(ops.argmax(logits, axis=-1), ops.shape(logits)[-1], dtype="float32")
+  raise ValueError(f"unknown tutor weight mode {mode!r}; expected one of {TUTOR_MODES}")
+
+
+def cross_entropy(labels, logits):
+  """Sparse softmax cross-entropy from logits, per example.
+
+  Args:
+    labels: [B] or [B, 1] integer class ids.
+    logits: [B, K] logits.
+
+  Returns:
+    [B] float32 tensor.
+  """
+  labels = ops.reshape(ops.cast(labels, "int32"), (-1,))
+  return ops.sparse_categorical_crossentropy(labels, ops.cast(logits, "float32"), from_logits=True)
+
+
+def kd_kl(teacher_logits, student_logits, temperature: float = 1.0):
+  """Hinton's distillation term: T^2 * KL(softmax(t / T) || softmax(s / T)), per example.
+
+  Args:
+    teacher_logits: [B, K].
+    student_logits: [B, K].
+    temperature: T > 0; the T^2 factor keeps gradient magnitudes comparable across T.
+
+  Returns:
+    [B] float32 tensor, >= 0.
+  """
+  t = ops.cast(teacher_logits, "float32") / temperature
+  s = ops.cast(student_logits, "float32") / temperature
+  log_p_t = ops.log_softmax(t, axis=-1)
+  log_p_s = ops.log_softmax(s, axis=-1)
+  kl = ops.sum(ops.exp(log_p_t) * (log_p_t - log_p_s), axis=-1)
+  # KL >= 0 in exact arithmetic; clamp the -1e-8 rounding noise of near-identical logits.
+  return ops.maximum(kl, 0.0) * (temperature * temperature)
+
+
+def _num_replicas():
+  """Replicas that will sum this step's gradients (1 outside any strategy)."""
+  ctx = tf.distribute.get_replica_context()
+  if ctx is not None:
+    return ctx.num_replicas_in_sync
+  # Cross-replica context (inside strategy.scope() but not strategy.run).
+  return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def replica_mean(per_example, global_batch_size: Optional[int] = None):
+  """Sum of a per-example loss over the local batch divided by the GLOBAL batch size.
+
+  Keras and tf.distribute SUM gradients over replicas, so dividing by the global batch gives the
+  same update on 1 or N replicas (KERAS3.md rule 5). The value is the replica's share of the
+  global mean: reduce logged values with SUM over replicas (or multiply by the replica count).
+
+  Args:
+    per_example: [B_local] (or [B_local, ...], all elements summed) loss values.
+    global_batch_size: the global batch; default local batch x replicas in sync, which is exact
+      when every replica gets the same number of examples.
+
+  Returns:
+    Scalar float32 tensor.
+  """
+  per_example = ops.cast(per_example, "float32")
+  if global_batch_size is None:
+    local = ops.cast(ops.shape(per_example)[0], "float32")
+    global_batch_size = local * float(_num_replicas())
+  # divide_no_nan: a replica with an empty final partial batch contributes 0, not NaN.
+  return tf.math.divide_no_nan(ops.sum(per_example), ops.cast(global_batch_size, "float32"))
+
+
+def entropy(probs, axis: int = -1):
+  """Entropy in nats of distributions along `axis` (0 log 0 = 0), for logging width/tutor choices.
+
+  Args:
+    probs: tensor of probabilities summing to 1 along `axis`.
+    axis: the distribution axis.
+
+  Returns:
+    Tensor with `axis` removed.
+  """
+  p = ops.cast(probs, "float32")
+  # p * log(max(p, tiny)) is exactly 0 at p == 0, without a NaN gradient from log(0).
+  return -ops.sum(p * ops.log(ops.maximum(p, 1e-30)), axis=axis)

@@ -1,0 +1,169 @@
+"""The search driver: teacher taps, supernet, bilevel fit with checkpoints, genotype and figures."""
+
+import dataclasses
+import os
+import time
+from typing import Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from rnascl_tf import callbacks as cbs
+from rnascl_tf import child as child_lib
+from rnascl_tf import cost as cost_lib
+from rnascl_tf import data as data_lib
+from rnascl_tf import genotype as genotype_lib
+from rnascl_tf import io_utils
+from rnascl_tf import optim
+from rnascl_tf import plots
+from rnascl_tf import search_space as ss
+from rnascl_tf import teacher_io
+from rnascl_tf.checkpointing import Checkpointer
+from rnascl_tf.config import OptimConfig, RunConfig
+from rnascl_tf.distribute import make_strategy
+from rnascl_tf.search_model import SearchConfig, SearchModel, TemperatureSchedule, WeightOnlyWarmup
+from rnascl_tf.supernet import Supernet
+
+
+def _teacher_manifest_for(path: str, model, taps, dataset: str) -> dict:
+  """The teacher's manifest: the one beside the teacher file if valid, else one made now."""
+  beside = os.path.join(os.path.dirname(os.path.abspath(path)), "teacher_manifest.json")
+  base = teacher_io.read_teacher_manifest(beside) if os.path.exists(beside) else {}
+  made = teacher_io.teacher_manifest(model, base.get("arch", "external"), taps, {"dataset": dataset})
+  # The tap list is the one this search uses (it may differ from the one recorded at training time).
+  return {**base, "path": os.path.abspath(path), "layers": made["layers"]}
+
+
+def run_search(run: RunConfig, data_cfg: data_lib.DataConfig, optim_cfg: OptimConfig, cfg: SearchConfig,
+               space_spec: str, student_layers: str, teacher_path: str, teacher_layers: str,
+               assume_pixel_input: bool, arch_lr: float, arch_wd: float, tau0: float, tau_decay: float,
+               tau_min: float, arch_split: str = "heldout", flag_record: Optional[dict] = None,
+               fingerprint: Optional[dict] = None) -> dict:
+  """Runs the RNAS-CL search and writes genotype.json, tutor_heatmap.png, widths.png, search_curves.png.
+
+  Args:
+    run: run control (model_dir, epochs, seed, strategy...).
+    data_cfg: dataset settings (the weight and architecture splits come from it).
+    optim_cfg: weight optimiser settings.
+    cfg: the search objective.
+    space_spec: built-in space name or JSON path.
+    student_layers: "all_convs" or "block_outputs".
+    teacher_path: the teacher .keras file.
+    teacher_layers: teacher tap spec ("auto", "auto_block" or names).
+    assume_pixel_input: trust an external teacher without a visible normalisation layer.
+    arch_lr, arch_wd: Adam settings of the width and tutor logits.
+    tau0, tau_decay, tau_min: Gumbel temperature schedule.
+    arch_split: "heldout" or "rotating".
+    flag_record: flags recorded in the genotype.
+    fingerprint: settings a resumed run must share.
+
+  Returns:
+    A summary dict (paths, genotype summary, wall time).
+  """
+  t0 = time.time()
+  keras.utils.set_random_seed(run.seed)
+  os.makedirs(run.model_dir, exist_ok=True)
+  strategy = make_strategy(run.strategy, run.num_gpus)
+  splits = data_lib.load_splits(data_cfg)
+  info = splits.info
+  space = dataclasses.replace(ss.resolve_space(space_spec), student_layers=student_layers)
+  steps_per_epoch = run.steps_per_epoch or splits.steps_per_epoch("weight")
+  with strategy.scope():
+    teacher, taps = teacher_io.load_teacher(teacher_path, info.input_shape, info.num_classes, teacher_layers,
+                                            assume_pixel_input=assume_pixel_input)
+    supernet = Supernet(space, info.input_shape, info.num_classes, info.mean, info.std, seed=run.seed)
+    supernet(np.zeros((1,) + tuple(info.input_shape), "float32"))
+    arch_opt = keras.optimizers.Adam(arch_lr, weight_decay=arch_wd or None)
+    model = SearchModel(supernet, taps, cfg, arch_opt, seed=run.seed)
+    w_opt = optim.make_optimizer(optim_cfg, run.epochs * steps_per_epoch, steps_per_epoch)
+    w_opt.build(model.weight_variables())  # KERAS3.md rules 2-3: pre-built, each on its own variables.
+    arch_opt.build(model.arch_variables())
+    model.compile(optimizer=w_opt, jit_compile=run.jit_compile)
+  manifest = _teacher_manifest_for(teacher_path, teacher, taps, info.name)
+  ckpt = Checkpointer(run.model_dir, "search", fingerprint or {"seed": run.seed},
+                      {"supernet": supernet, "tutor_logits": model.tutor_logits, "weight_optimizer": w_opt,
+                       "arch_optimizer": arch_opt, "supernet_seed": supernet.seed_generator.state,
+                       "tutor_seed": model.tutor_seed.state})
+  start_epoch = ckpt.restore()
+  schedule = TemperatureSchedule(supernet.temperature, tau0, tau_decay, tau_min)
+  callbacks = [schedule, WeightOnlyWarmup(cfg.weight_only_epochs), cbs.NanGuard(run.model_dir),
+               keras.callbacks.TensorBoard(os.path.join(run.model_dir, "tb"), write_graph=False),
+               cbs.EpochCheckpoint(ckpt)]
+  if start_epoch < run.epochs:
+    if start_epoch:
+      print(f"Resuming the search in {run.model_dir} after epoch {start_epoch}/{run.epochs}")
+    model.fit(splits.search_dataset(rotating=arch_split == "rotating"), epochs=run.epochs,
+              initial_epoch=start_epoch, steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=run.verbose)
+  else:
+    print(f"{run.model_dir}: all {run.epochs} search epochs already done; re-deriving the genotype")
+
+  genotype = derive_genotype(supernet, model, space, info, manifest, run.seed, flag_record or {})
+  genotype_path = os.path.join(run.model_dir, "genotype.json")
+  genotype_lib.save_genotype(genotype_path, genotype)
+  history = ckpt.state.get("history", [])
+  _write_figures(run.model_dir, genotype, model, history, run.epochs)
+  return {"genotype_path": genotype_path, "genotype": genotype, "history": history,
+          "wall_seconds": time.time() - t0}
+
+
+def derive_genotype(supernet, model, space, info, manifest: dict, seed: int, flag_record: dict) -> dict:
+  """Argmax widths and tutors, with their distributions and the exact cost of the derived child."""
+  derived = supernet.derive()
+  tutor_probs = model.tutor_probabilities().numpy()
+  teacher_names = [l["name"] for l in manifest["layers"]]
+  child = child_lib.build_child_from_choices(space, derived, info.input_shape, info.num_classes, info.mean, info.std)
+  exact = cost_lib.count_model_cost(child, info.input_shape)
+  expected = {k: float(v) for k, v in supernet.expected_cost(*supernet.arch_weights("argmax")).items()}
+  maximum = cost_lib.max_width_cost(space, info.input_shape, info.num_classes)
+  blocks = [{"name": spec.name, "width": derived["widths"][spec.name], "width_options": list(spec.width_options),
+             "width_probs": derived["width_probs"][spec.name], "expansion": derived["expansions"][spec.name],
+             "expansion_options": list(spec.expansions), "expansion_probs": derived["expansion_probs"][spec.name]}
+            for spec in supernet.specs]
+  return {
+      "schema": genotype_lib.SCHEMA, "version": genotype_lib.VERSION,
+      "search_space": {"name": space.name, "definition": ss.space_to_dict(space)},
+      "input_shape": list(info.input_shape), "num_classes": info.num_classes, "dataset": info.name,
+      "normalization": {"mean": list(info.mean), "std": list(info.std)},
+      "blocks": blocks,
+      "student_layers": [{"name": n, "tutor": teacher_names[int(np.argmax(p))], "tutor_probs": [float(x) for x in p]}
+                         for n, p in zip(supernet.student_layer_names, tutor_probs)],
+      "teacher": manifest,
+      "cost": {"exact_child": exact, "expected_one_hot": expected, "max_width": maximum},
+      "seed": seed, "flags": flag_record,
+  }
+
+
+def _write_figures(model_dir: str, genotype: dict, model, history, step: int) -> None:
+  writer = tf.summary.create_file_writer(os.path.join(model_dir, "tb", "figures"))
+  probs = np.array([s["tutor_probs"] for s in genotype["student_layers"]])
+  teacher_names = [l["name"] for l in genotype["teacher"]["layers"]]
+  student_names = [s["name"] for s in genotype["student_layers"]]
+  plots.write_png(os.path.join(model_dir, "tutor_heatmap.png"),
+                  plots.tutor_heatmap_png(probs, student_names, teacher_names), writer, "tutor_heatmap", step)
+  blocks = genotype["blocks"]
+  plots.write_png(os.path.join(model_dir, "widths.png"),
+                  plots.widths_png([b["name"] for b in blocks], [b["width"] for b in blocks],
+                                   [b["width_options"][0] for b in blocks]), writer, "widths", step)
+  if history:
+    plots.write_png(os.path.join(model_dir, "search_curves.png"),
+                    plots.curves_png(history, ["width_entropy", "tutor_entropy", "temperature", "exp_mflops"],
+                                     "Search: entropies, temperature, E[MFLOPs]"), writer, "search_curves", step)
+
+
+def summarise(out: dict) -> str:
+  """A short human summary of a finished search: widths, tutor map, cost vs maximum, entropies."""
+  g = out["genotype"]
+  widths = " ".join(f"{b['width']}/{b['width_options'][0]}" for b in g["blocks"])
+  exact, maximum = g["cost"]["exact_child"], g["cost"]["max_width"]
+  tutors = ", ".join(f"{s['name']}->{s['tutor']}" for s in g["student_layers"])
+  lines = [f"genotype: {out['genotype_path']}",
+           f"widths (chosen/max): {widths}",
+           f"child: {exact['flops'] / 1e6:.3f} MFLOPs (max {maximum['flops'] / 1e6:.3f}), "
+           f"{exact['params'] / 1e6:.4f} M params (max {maximum['params'] / 1e6:.4f})",
+           f"tutor map: {tutors}"]
+  if out["history"]:
+    ent = " ".join(f"{h['tutor_entropy']:.3f}" for h in out["history"] if "tutor_entropy" in h)
+    lines.append(f"tutor entropy per epoch: {ent}")
+  lines.append(f"wall time: {out['wall_seconds']:.0f} s")
+  return "\n".join(lines)

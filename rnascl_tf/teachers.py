@@ -1,0 +1,462 @@
+"""Built-in teacher architectures (ResNet family and a small digits CNN) with named taps.
+
+Every model takes NHWC float32 pixels in [0, 1], normalises them inside with `PixelNormalization`,
+and returns logits. Each model names the outputs that can supervise a student ("taps"):
+
+- conv taps: one per conv of the main path (stem and every block conv), taken after the BN and
+  activation that the architecture applies to that conv's output alone, before any residual add.
+  Where nothing is applied to a conv's output alone (pre-activation nets: the stem and the second
+  conv of a block, whose BN-ReLU acts on the residual sum in the next block), the tap is the raw
+  conv output. Shortcut (projection) 1x1 convs are not taps.
+- block taps: one per residual block, the block's output after the residual add (and the ReLU that
+  follows it in post-activation nets).
+
+Tap names: "stem/conv", "stage{s}/block{b}/conv{i}", "stage{s}/block{b}/out" (stages from 1, blocks
+and convs as in the paper: blocks from 0, convs from 1). With these rules ResNet-18 has 17 conv taps,
+WRN-34-10 31, WRN-28-10 25, ResNet-50 49 and `small_cnn` 7 (METHOD.md section 5).
+"""
+
+from typing import Any, Dict, List, Sequence, Tuple
+
+import keras
+from keras import ops
+
+from rnascl_tf.errors import UserInputError
+from rnascl_tf.layers import PixelNormalization
+
+# PyTorch's BatchNorm defaults (momentum 0.1 there is 0.9 here): the reference teachers were
+# trained with them, and Keras' 0.99 lags badly on short runs.
+_BN_MOMENTUM = 0.9
+_BN_EPSILON = 1e-5
+
+TAP_KINDS = ("conv", "block")
+
+
+def _scaled(channels: int, multiplier: float) -> int:
+  return max(1, int(round(channels * multiplier)))
+
+
+def _conv(filters: int, kernel: int, stride: int, name: str) -> keras.layers.Conv2D:
+  return keras.layers.Conv2D(
+      filters, kernel, strides=stride, padding="same", use_bias=False,
+      kernel_initializer="he_normal", name=name)
+
+
+def _bn(name: str) -> keras.layers.BatchNormalization:
+  return keras.layers.BatchNormalization(momentum=_BN_MOMENTUM, epsilon=_BN_EPSILON, name=name)
+
+
+class _BasicBlock(keras.layers.Layer):
+  """Post-activation basic block: conv3x3-BN-ReLU, conv3x3-BN, + shortcut, ReLU.
+
+  `call` returns a dict of its taps: "conv1" (after BN-ReLU), "conv2" (after BN, before the add) and
+  "out" (after add and ReLU).
+  """
+
+  CONV_TAPS = ("conv1", "conv2")
+
+  def __init__(self, filters: int, stride: int, projection: bool, **kwargs):
+    super().__init__(**kwargs)
+    self.conv1 = _conv(filters, 3, stride, "conv1")
+    self.bn1 = _bn("bn1")
+    self.conv2 = _conv(filters, 3, 1, "conv2")
+    self.bn2 = _bn("bn2")
+    self.shortcut_conv = _conv(filters, 1, stride, "shortcut_conv") if projection else None
+    self.shortcut_bn = _bn("shortcut_bn") if projection else None
+
+  def call(self, x, training=None):
+    c1 = ops.relu(self.bn1(self.conv1(x), training=training))
+    c2 = self.bn2(self.conv2(c1), training=training)
+    shortcut = x
+    if self.shortcut_conv is not None:
+      shortcut = self.shortcut_bn(self.shortcut_conv(x), training=training)
+    return {"conv1": c1, "conv2": c2, "out": ops.relu(c2 + shortcut)}
+
+
+class _Bottleneck(keras.layers.Layer):
+  """Post-activation bottleneck (ResNet v1.5, stride on the 3x3): 1x1, 3x3, 1x1 (x4), + shortcut, ReLU.
+
+  Taps: "conv1", "conv2" (after BN-ReLU), "conv3" (after BN, before the add), "out" (after ReLU).
+  """
+
+  CONV_TAPS = ("conv1", "conv2", "conv3")
+  EXPANSION = 4
+
+  def __init__(self, filters: int, stride: int, projection: bool, **kwargs):
+    super().__init__(**kwargs)
+    self.conv1 = _conv(filters, 1, 1, "conv1")
+    self.bn1 = _bn("bn1")
+    self.conv2 = _conv(filters, 3, stride, "conv2")
+    self.bn2 = _bn("bn2")
+    self.conv3 = _conv(filters * self.EXPANSION, 1, 1, "conv3")
+    self.bn3 = _bn("bn3")
+    self.shortcut_conv = _conv(filters * self.EXPANSION, 1, stride, "shortcut_conv") if projection else None
+    self.shortcut_bn = _bn("shortcut_bn") if projection else None
+
+  def call(self, x, training=None):
+    c1 = ops.relu(self.bn1(self.conv1(x), training=training))
+    c2 = ops.relu(self.bn2(self.conv2(c1), training=training))
+    c3 = self.bn3(self.conv3(c2), training=training)
+    shortcut = x
+    if self.shortcut_conv is not None:
+      shortcut = self.shortcut_bn(self.shortcut_conv(x), training=training)
+    return {"conv1": c1, "conv2": c2, "conv3": c3, "out": ops.relu(c3 + shortcut)}
+
+
+class _PreActBlock(keras.layers.Layer):
+  """Pre-activation basic block (He et al. 2016; WRN): BN-ReLU, conv3x3, BN-ReLU, conv3x3, + shortcut.
+
+  A projection shortcut reads the pre-activated input (as in the WRN and PreActResNet reference
+  code); an identity shortcut reads the raw input. Taps: "conv1" (after its BN-ReLU), "conv2" (raw
+  conv output, before the add: its BN-ReLU belongs to the next block), "out" (the sum).
+  """
+
+  CONV_TAPS = ("conv1", "conv2")
+
+  def __init__(self, filters: int, stride: int, projection: bool, **kwargs):
+    super().__init__(**kwargs)
+    self.bn1 = _bn("bn1")
+    self.conv1 = _conv(filters, 3, stride, "conv1")
+    self.bn2 = _bn("bn2")
+    self.conv2 = _conv(filters, 3, 1, "conv2")
+    self.shortcut_conv = _conv(filters, 1, stride, "shortcut_conv") if projection else None
+
+  def call(self, x, training=None):
+    pre = ops.relu(self.bn1(x, training=training))
+    shortcut = self.shortcut_conv(pre) if self.shortcut_conv is not None else x
+    c1 = ops.relu(self.bn2(self.conv1(pre), training=training))
+    c2 = self.conv2(c1)
+    return {"conv1": c1, "conv2": c2, "out": c2 + shortcut}
+
+
+class _TapResNet(keras.Model):
+  """Shared body of the built-in teachers: normalise, stem, stages of residual blocks, pool, dense.
+
+  Not registered itself: each public subclass below owns its constructor arguments and config.
+
+  Args:
+    image_shape: (H, W, C) of the [0, 1] pixel input.
+    num_classes: number of logits.
+    mean: per-channel pixel mean for `PixelNormalization`.
+    std: per-channel pixel standard deviation.
+    stage_blocks: blocks per stage.
+    stage_widths: block width per stage (bottleneck: inner width; output is 4x).
+    stage_strides: stride of the first block of each stage.
+    stem_width: channels of the stem conv.
+    block: "basic", "bottleneck" or "preact".
+    imagenet_stem: 7x7 stride-2 conv + 3x3 stride-2 max-pool instead of a 3x3 stride-1 conv.
+  """
+
+  _BLOCKS = {"basic": _BasicBlock, "bottleneck": _Bottleneck, "preact": _PreActBlock}
+
+  def __init__(self, image_shape, num_classes, mean, std, *, stage_blocks, stage_widths,
+               stage_strides, stem_width, block, imagenet_stem=False, **kwargs):
+    super().__init__(**kwargs)
+    image_shape = tuple(int(d) for d in image_shape)
+    if len(image_shape) != 3 or min(image_shape) < 1:
+      raise UserInputError(f"teacher input shape must be (H, W, C) with positive sizes, got {image_shape}")
+    if int(num_classes) < 2:
+      raise UserInputError(f"teacher needs at least 2 classes, got num_classes={num_classes}")
+    if len(mean) != image_shape[-1] or len(std) != image_shape[-1]:
+      raise UserInputError(
+          f"normalisation mean/std need one value per input channel ({image_shape[-1]}), got "
+          f"mean={list(mean)} std={list(std)}")
+    self.image_shape = image_shape
+    self.num_classes = int(num_classes)
+    self._preact = block == "preact"
+    block_cls = self._BLOCKS[block]
+    self.normalizer = PixelNormalization(mean, std, name="normalize")
+    self.stem_conv = _conv(stem_width, 7 if imagenet_stem else 3, 2 if imagenet_stem else 1, "stem_conv")
+    # Pre-activation nets normalise the stem output inside the first block.
+    self.stem_bn = None if self._preact else _bn("stem_bn")
+    self.stem_pool = keras.layers.MaxPooling2D(3, 2, padding="same", name="stem_pool") if imagenet_stem else None
+    expansion = getattr(block_cls, "EXPANSION", 1)
+    self.blocks: List[keras.layers.Layer] = []
+    self._block_prefixes: List[str] = []
+    in_width = stem_width
+    for s, (n, width, stride) in enumerate(zip(stage_blocks, stage_widths, stage_strides), start=1):
+      for b in range(n):
+        block_stride = stride if b == 0 else 1
+        projection = block_stride != 1 or in_width != width * expansion
+        self.blocks.append(block_cls(width, block_stride, projection, name=f"stage{s}_block{b}"))
+        self._block_prefixes.append(f"stage{s}/block{b}")
+        in_width = width * expansion
+    self.final_bn = _bn("final_bn") if self._preact else None
+    self.pool = keras.layers.GlobalAveragePooling2D(name="pool")
+    self.classifier = keras.layers.Dense(self.num_classes, name="logits")
+
+  def tap_names(self, kind: str = "conv") -> List[str]:
+    """Ordered tap names of one kind.
+
+    Args:
+      kind: "conv" (stem and every main-path block conv) or "block" (every block output).
+
+    Returns:
+      The names, in forward order, as keys of `call_with_taps`'s dict.
+    """
+    if kind == "conv":
+      names = ["stem/conv"]
+      for prefix, block in zip(self._block_prefixes, self.blocks):
+        names.extend(f"{prefix}/{t}" for t in block.CONV_TAPS)
+      return names
+    if kind == "block":
+      return [f"{prefix}/out" for prefix in self._block_prefixes]
+    raise ValueError(f"tap kind must be one of {TAP_KINDS}, got {kind!r}")
+
+  def call(self, x, training=None, return_taps=False):
+    # One forward path; taps are references to tensors computed anyway, so collecting them is free.
+    taps: Dict[str, Any] = {}
+    h = self.stem_conv(self.normalizer(x))
+    if self.stem_bn is not None:
+      h = ops.relu(self.stem_bn(h, training=training))
+    taps["stem/conv"] = h
+    if self.stem_pool is not None:
+      h = self.stem_pool(h)
+    for prefix, block in zip(self._block_prefixes, self.blocks):
+      outs = block(h, training=training)
+      for key, value in outs.items():
+        taps[f"{prefix}/{key}"] = value
+      h = outs["out"]
+    if self.final_bn is not None:
+      h = ops.relu(self.final_bn(h, training=training))
+    logits = self.classifier(self.pool(h))
+    if return_taps:
+      return logits, taps
+    return logits
+
+  def call_with_taps(self, x, training=False):
+    """Runs the model and returns `(logits, {tap name: activation})` with every conv and block tap."""
+    return self(x, training=training, return_taps=True)
+
+  def _base_config(self) -> Dict[str, Any]:
+    return {
+        **super().get_config(),  # name, trainable, dtype policy
+        "image_shape": list(self.image_shape),
+        "num_classes": self.num_classes,
+        "mean": list(self.normalizer.mean),
+        "std": list(self.normalizer.std),
+    }
+
+  @classmethod
+  def from_config(cls, config):
+    return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="rnascl_tf")
+class ResNet18(_TapResNet):
+  """ResNet-18 with a CIFAR stem (3x3 conv, stride 1, no max-pool); 17 conv taps, 8 block taps.
+
+  Args:
+    image_shape: (H, W, C) of the [0, 1] pixel input.
+    num_classes: number of logits.
+    mean: per-channel pixel mean.
+    std: per-channel pixel standard deviation.
+    width_multiplier: scales every width (64/128/256/512); small values give CPU-test models.
+
+  Example:
+  >>> model = ResNet18((16, 16, 3), 10, [0.5] * 3, [0.25] * 3, width_multiplier=0.125)
+  >>> model(np.zeros((2, 16, 16, 3), "float32")).shape
+  TensorShape([2, 10])
+  >>> len(model.tap_names("conv"))
+  17
+  """
+
+  def __init__(self, image_shape, num_classes, mean, std, width_multiplier: float = 1.0, **kwargs):
+    self.width_multiplier = float(width_multiplier)
+    widths = [_scaled(c, self.width_multiplier) for c in (64, 128, 256, 512)]
+    super().__init__(image_shape, num_classes, mean, std, stage_blocks=(2, 2, 2, 2), stage_widths=widths,
+                     stage_strides=(1, 2, 2, 2), stem_width=widths[0], block="basic", **kwargs)
+
+  def get_config(self):
+    return {**self._base_config(), "width_multiplier": self.width_multiplier}
+
+
+@keras.saving.register_keras_serializable(package="rnascl_tf")
+class PreActResNet18(_TapResNet):
+  """Pre-activation ResNet-18 (CIFAR stem, final BN-ReLU before pooling); 17 conv taps, 8 block taps.
+
+  Conv taps follow the pre-activation rule of this module: "conv1" after its BN-ReLU, "conv2" and the
+  stem as raw conv outputs; block taps are the residual sums.
+
+  Args:
+    image_shape: (H, W, C) of the [0, 1] pixel input.
+    num_classes: number of logits.
+    mean: per-channel pixel mean.
+    std: per-channel pixel standard deviation.
+    width_multiplier: scales every width (64/128/256/512).
+
+  Example:
+  >>> model = PreActResNet18((16, 16, 3), 10, [0.5] * 3, [0.25] * 3, width_multiplier=0.125)
+  >>> logits, taps = model.call_with_taps(np.zeros((2, 16, 16, 3), "float32"))
+  >>> tuple(taps["stage4/block1/out"].shape)
+  (2, 2, 2, 64)
+  """
+
+  def __init__(self, image_shape, num_classes, mean, std, width_multiplier: float = 1.0, **kwargs):
+    self.width_multiplier = float(width_multiplier)
+    widths = [_scaled(c, self.width_multiplier) for c in (64, 128, 256, 512)]
+    super().__init__(image_shape, num_classes, mean, std, stage_blocks=(2, 2, 2, 2), stage_widths=widths,
+                     stage_strides=(1, 2, 2, 2), stem_width=widths[0], block="preact", **kwargs)
+
+  def get_config(self):
+    return {**self._base_config(), "width_multiplier": self.width_multiplier}
+
+
+@keras.saving.register_keras_serializable(package="rnascl_tf")
+class WideResNet(_TapResNet):
+  """Wide ResNet WRN-depth-k (Zagoruyko & Komodakis; pre-activation blocks, as in TRADES' WRN-34-10).
+
+  (depth - 4) / 6 blocks per stage, widths 16k/32k/64k, stem 16; conv taps: 1 + 2 x blocks =
+  depth - 3 (WRN-34-10: 31, WRN-28-10: 25), shortcut convs excluded.
+
+  Args:
+    image_shape: (H, W, C) of the [0, 1] pixel input.
+    num_classes: number of logits.
+    mean: per-channel pixel mean.
+    std: per-channel pixel standard deviation.
+    depth: 6n + 4 (10, 16, 22, 28, 34, ...).
+    widen_factor: k.
+    width_multiplier: scales every width (stem included) on top of k, for tiny test models.
+
+  Example:
+  >>> model = WideResNet((16, 16, 3), 10, [0.5] * 3, [0.25] * 3, depth=10, widen_factor=1)
+  >>> model(np.zeros((2, 16, 16, 3), "float32")).shape
+  TensorShape([2, 10])
+  >>> model.tap_names("conv")[:3]
+  ['stem/conv', 'stage1/block0/conv1', 'stage1/block0/conv2']
+  """
+
+  def __init__(self, image_shape, num_classes, mean, std, depth: int = 34, widen_factor: int = 10,
+               width_multiplier: float = 1.0, **kwargs):
+    depth, widen_factor = int(depth), int(widen_factor)
+    if depth < 10 or (depth - 4) % 6:
+      raise UserInputError(f"wide_resnet depth must be 6n+4 with n >= 1 (10, 16, 22, 28, 34, ...), got depth={depth}")
+    if widen_factor < 1:
+      raise UserInputError(f"wide_resnet widen_factor must be >= 1, got {widen_factor}")
+    self.depth, self.widen_factor, self.width_multiplier = depth, widen_factor, float(width_multiplier)
+    n = (depth - 4) // 6
+    widths = [_scaled(c * widen_factor, self.width_multiplier) for c in (16, 32, 64)]
+    super().__init__(image_shape, num_classes, mean, std, stage_blocks=(n, n, n), stage_widths=widths,
+                     stage_strides=(1, 2, 2), stem_width=_scaled(16, self.width_multiplier), block="preact",
+                     **kwargs)
+
+  def get_config(self):
+    return {**self._base_config(), "depth": self.depth, "widen_factor": self.widen_factor,
+            "width_multiplier": self.width_multiplier}
+
+
+@keras.saving.register_keras_serializable(package="rnascl_tf")
+class ResNet50(_TapResNet):
+  """ResNet-50 (v1.5 bottlenecks, ImageNet stem: 7x7 stride-2 conv + max-pool); 49 conv taps, 16 block taps.
+
+  Builds at any input of at least 1x1 (32 or 64 px for tests: "same" padding rounds sizes up).
+
+  Args:
+    image_shape: (H, W, C) of the [0, 1] pixel input.
+    num_classes: number of logits.
+    mean: per-channel pixel mean.
+    std: per-channel pixel standard deviation.
+    width_multiplier: scales every width (64/128/256/512 inner, x4 out).
+
+  Example:
+  >>> model = ResNet50((32, 32, 3), 5, [0.5] * 3, [0.25] * 3, width_multiplier=0.0625)
+  >>> model(np.zeros((2, 32, 32, 3), "float32")).shape
+  TensorShape([2, 5])
+  """
+
+  def __init__(self, image_shape, num_classes, mean, std, width_multiplier: float = 1.0, **kwargs):
+    self.width_multiplier = float(width_multiplier)
+    widths = [_scaled(c, self.width_multiplier) for c in (64, 128, 256, 512)]
+    super().__init__(image_shape, num_classes, mean, std, stage_blocks=(3, 4, 6, 3), stage_widths=widths,
+                     stage_strides=(1, 2, 2, 2), stem_width=widths[0], block="bottleneck",
+                     imagenet_stem=True, **kwargs)
+
+  def get_config(self):
+    return {**self._base_config(), "width_multiplier": self.width_multiplier}
+
+
+@keras.saving.register_keras_serializable(package="rnascl_tf")
+class SmallCNN(_TapResNet):
+  """A small residual CNN for the 16x16x1 `digits` data: stem + 3 basic blocks (16/32/64), ~78k params.
+
+  7 conv taps (stem + 2 per block) and 3 block taps, at 16x16, 8x8 and 4x4.
+
+  Args:
+    image_shape: (H, W, C) of the [0, 1] pixel input.
+    num_classes: number of logits.
+    mean: per-channel pixel mean.
+    std: per-channel pixel standard deviation.
+    width_multiplier: scales every width (16/32/64).
+
+  Example:
+  >>> model = SmallCNN((16, 16, 1), 10, [0.3], [0.4])
+  >>> model(np.zeros((2, 16, 16, 1), "float32")).shape
+  TensorShape([2, 10])
+  >>> model.tap_names("block")
+  ['stage1/block0/out', 'stage2/block0/out', 'stage3/block0/out']
+  """
+
+  def __init__(self, image_shape, num_classes, mean, std, width_multiplier: float = 1.0, **kwargs):
+    self.width_multiplier = float(width_multiplier)
+    widths = [_scaled(c, self.width_multiplier) for c in (16, 32, 64)]
+    super().__init__(image_shape, num_classes, mean, std, stage_blocks=(1, 1, 1), stage_widths=widths,
+                     stage_strides=(1, 2, 2), stem_width=widths[0], block="basic", **kwargs)
+
+  def get_config(self):
+    return {**self._base_config(), "width_multiplier": self.width_multiplier}
+
+
+# arch name -> (class, fixed constructor arguments, knobs a user may set).
+_ARCHS: Dict[str, Tuple[type, Dict[str, Any], Tuple[str, ...]]] = {
+    "resnet18": (ResNet18, {}, ("width_multiplier",)),
+    "preact_resnet18": (PreActResNet18, {}, ("width_multiplier",)),
+    "wide_resnet": (WideResNet, {}, ("depth", "widen_factor", "width_multiplier")),
+    "wrn34_10": (WideResNet, {"depth": 34, "widen_factor": 10}, ("width_multiplier",)),
+    "wrn28_10": (WideResNet, {"depth": 28, "widen_factor": 10}, ("width_multiplier",)),
+    "resnet50": (ResNet50, {}, ("width_multiplier",)),
+    "small_cnn": (SmallCNN, {}, ("width_multiplier",)),
+}
+
+TEACHER_ARCHS: Tuple[str, ...] = tuple(_ARCHS)
+
+
+def is_builtin_teacher(model) -> bool:
+  """True for the models of this module (they expose `tap_names` and `call_with_taps`)."""
+  return isinstance(model, _TapResNet)
+
+
+def build_teacher(arch: str, input_shape: Sequence[int], num_classes: int, mean: Sequence[float],
+                  std: Sequence[float], **knobs) -> keras.Model:
+  """Builds a built-in teacher with its weights created (ready to count, train or load into).
+
+  Args:
+    arch: one of `TEACHER_ARCHS` (the `--teacher_arch` flag).
+    input_shape: (H, W, C) of the [0, 1] pixel input.
+    num_classes: number of logits.
+    mean: per-channel pixel mean, applied inside the model.
+    std: per-channel pixel standard deviation.
+    **knobs: size knobs of the arch: `width_multiplier` for all; `depth` and `widen_factor` for
+      `wide_resnet` (the `wrn34_10` / `wrn28_10` presets fix them). `None` values are ignored.
+
+  Returns:
+    A built `keras.Model` subclass with `tap_names(kind)` and `call_with_taps(x)`.
+
+  Raises:
+    UserInputError: unknown arch, unknown knob, or a knob value the arch cannot take.
+  """
+  if arch not in _ARCHS:
+    raise UserInputError(
+        f"--teacher_arch: unknown teacher architecture {arch!r}; choose one of {', '.join(TEACHER_ARCHS)}")
+  cls, fixed, allowed = _ARCHS[arch]
+  knobs = {k: v for k, v in knobs.items() if v is not None}
+  unknown = sorted(set(knobs) - set(allowed))
+  if unknown:
+    raise UserInputError(
+        f"--teacher_arch={arch} does not take {', '.join(unknown)}; it takes only {', '.join(allowed)}"
+        + (" (use --teacher_arch=wide_resnet to choose depth and widen_factor)" if fixed else ""))
+  if "width_multiplier" in knobs and not float(knobs["width_multiplier"]) > 0:
+    raise UserInputError(f"width_multiplier must be > 0, got {knobs['width_multiplier']}")
+  model = cls(tuple(input_shape), num_classes, list(mean), list(std), **fixed, **knobs, name=arch)
+  # A symbolic call creates every weight without computing anything (cheap even for WRN-34-10).
+  model(keras.KerasTensor((None,) + tuple(int(d) for d in input_shape), dtype="float32"))
+  return model
