@@ -22,6 +22,22 @@ class TrainingDiverged(RuntimeError):
   """A loss became NaN or infinite; the last good checkpoint is kept."""
 
 
+def _flat_variables(trackables: Dict[str, Any]) -> Dict[str, Any]:
+  """{name: model | optimiser | variable} -> {"name.00012": tf.Variable}, variable by variable.
+
+  Keras 3 objects are checkpointed as flat variable lists: the TF object graph of Keras 3 layers
+  misses the non-trainable variables of nested layers (BatchNorm moving statistics were silently
+  not restored in a check). Keys are positions, not paths, because Keras uniquifies names per
+  process ("sgd_1/..."); a different architecture fails on the count or on a shape.
+  """
+  flat = {}
+  for name, obj in trackables.items():
+    variables = obj.variables if hasattr(obj, "variables") else [obj]
+    for i, v in enumerate(variables):
+      flat[f"{name}.{i:05d}"] = v if isinstance(v, tf.Variable) else v.value
+  return flat
+
+
 def _normalise(obj: Any) -> Any:
   # Round-trip through JSON so tuples/lists and floats compare the same before and after saving.
   return json.loads(json.dumps(obj, default=str))
@@ -52,7 +68,7 @@ class Checkpointer:
     self.stage = stage
     self.fingerprint = _normalise(fingerprint)
     self.write = write
-    self._ckpt = tf.train.Checkpoint(**trackables)
+    self._ckpt = tf.train.Checkpoint(**_flat_variables(trackables))
     ckpt_dir = os.path.join(model_dir, "ckpt") if write else os.path.join(model_dir, ".scratch_ckpt")
     self._manager = tf.train.CheckpointManager(self._ckpt, ckpt_dir, max_to_keep=max_to_keep)
     self.state: Dict[str, Any] = {}
@@ -87,7 +103,7 @@ class Checkpointer:
     if latest is None:
       return 0
     try:
-      self._ckpt.restore(latest).assert_existing_objects_matched()
+      self._ckpt.restore(latest).assert_consumed()
     except (AssertionError, ValueError, tf.errors.OpError) as e:
       raise UserInputError(f"checkpoint {latest!r} does not match this model ({e}); use a new --model_dir") from e
     self.state = state

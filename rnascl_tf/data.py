@@ -474,8 +474,8 @@ class DataSplits:
     return self._source.arrays(split, augmented=False)
 
   def _finish(self, ds, gather, split, training, augmented, cache, repeat, batch_size,
-              drop_remainder, shuffle_buffer):
-    """Shared tail: cache, shuffle, repeat, gather, augment or convert, batch, prefetch."""
+              drop_remainder, shuffle_buffer, skip_examples=0):
+    """Shared tail: cache, shuffle, repeat, skip, gather, augment or convert, batch, prefetch."""
     if cache:
       ds = ds.cache()  # Before augmentation: decoded once, augmented afresh every epoch.
     if training:
@@ -483,13 +483,16 @@ class DataSplits:
                       reshuffle_each_iteration=True)
     if repeat:
       ds = ds.repeat()
+    if skip_examples:
+      # Exact resume: skip what an uninterrupted run consumed, before the costly gather/augment.
+      ds = ds.skip(skip_examples)
     if gather is not None:
       ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
     if augmented:
       h, w, c = self.info.input_shape
       pad = 0 if self._source.aug_margin else max(1, h // 8)
       rand = tf.data.Dataset.random(seed=_derived_seed(self.config.seed, "augment", split),
-                                    rerandomize_each_iteration=True)
+                                    rerandomize_each_iteration=True).skip(skip_examples)
       ds = tf.data.Dataset.zip((ds, rand)).map(
           _augment_fn(h, c, pad, self._flip, _derived_seed(self.config.seed, "salt", split)),
           num_parallel_calls=tf.data.AUTOTUNE)
@@ -503,7 +506,8 @@ class DataSplits:
     return ds.with_options(options)
 
   def dataset(self, split: str, training: bool, repeat: bool | None = None,
-              batch_size: int | None = None, drop_remainder: bool | None = None) -> tf.data.Dataset:
+              batch_size: int | None = None, drop_remainder: bool | None = None,
+              skip_batches: int = 0) -> tf.data.Dataset:
     """Builds the batched pipeline of one split.
 
     Args:
@@ -513,6 +517,8 @@ class DataSplits:
       repeat: repeat forever (default: `training`).
       batch_size: global batch size (default: `config.batch_size`).
       drop_remainder: drop the last partial batch (default: `training`).
+      skip_batches: start as if this many batches had been drawn already (exact resume of a run
+        after `skip_batches` steps: same order and same augmentation as without the interruption).
 
     Returns:
       A dataset of (images float32 [B, H, W, C] in [0, 1], labels int32 [B]).
@@ -530,9 +536,9 @@ class DataSplits:
     buffer = n if (cache or isinstance(self._source, _ArraySource)) else min(n, _STREAM_SHUFFLE_BUFFER)
     ds, gather = self._source.base(split, augmented)
     return self._finish(ds, gather, split, training, augmented, cache, repeat, batch_size,
-                        drop_remainder, buffer)
+                        drop_remainder, buffer, skip_examples=skip_batches * batch_size)
 
-  def search_dataset(self, rotating: bool = False) -> tf.data.Dataset:
+  def search_dataset(self, rotating: bool = False, skip_batches: int = 0) -> tf.data.Dataset:
     """Builds the search pipeline: an endless zip of weight batches and arch batches.
 
     Both sides are training pipelines (shuffled, augmented if `config.augment`) batched at the
@@ -545,6 +551,7 @@ class DataSplits:
         arch split's size) to the arch side and the rest to the weight side. An epoch here is
         `steps_per_epoch("weight")` steps; the smaller arch share repeats within the epoch to keep
         pace. Needs `train_full` in memory, so it is refused for imagenet100.
+      skip_batches: start after this many steps (exact resume, see `dataset`).
 
     Returns:
       A dataset of ((x_weight, y_weight), (x_arch, y_arch)).
@@ -553,11 +560,11 @@ class DataSplits:
       raise UserInputError("the search needs non-empty weight and arch splits: set --arch_fraction > 0 "
                            "and leave enough training examples (--max_train_examples)")
     if not rotating:
-      return tf.data.Dataset.zip((self.dataset("weight", training=True, repeat=True),
-                                  self.dataset("arch", training=True, repeat=True)))
-    return self._rotating_search_dataset()
+      return tf.data.Dataset.zip((self.dataset("weight", training=True, repeat=True, skip_batches=skip_batches),
+                                  self.dataset("arch", training=True, repeat=True, skip_batches=skip_batches)))
+    return self._rotating_search_dataset(skip_batches)
 
-  def _rotating_search_dataset(self):
+  def _rotating_search_dataset(self, skip_batches: int = 0):
     if isinstance(self._source, _TfdsSource) and self._source._label_table is not None:
       raise UserInputError(f"search_dataset(rotating=True) keeps train_full in memory, which "
                            f"--dataset={self.config.dataset} does not fit; use the fixed weight/arch split")
@@ -589,7 +596,7 @@ class DataSplits:
     for name, ds in (("weight", side(0, n_weight)), ("arch", side(n_weight, n))):
       sides.append(self._finish(ds, gather, "rotating-" + name, training=False, augmented=augmented,
                                 cache=False, repeat=False, batch_size=batch, drop_remainder=True,
-                                shuffle_buffer=0))
+                                shuffle_buffer=0, skip_examples=skip_batches * batch))
     return tf.data.Dataset.zip(tuple(sides))
 
 

@@ -52,9 +52,9 @@ def validate_genotype(g: Any, path: str = "<genotype>") -> None:
       bad(f"block {b['name']}: width {b['width']} is not one of its options {b['width_options']}")
     if len(b["width_probs"]) != len(b["width_options"]):
       bad(f"block {b['name']}: {len(b['width_probs'])} probabilities for {len(b['width_options'])} options")
-  teacher_layers = g["teacher"].get("layers") if isinstance(g["teacher"], dict) else None
+  teacher_layers = g["teacher"].get("tap_layers") if isinstance(g["teacher"], dict) else None
   if not isinstance(teacher_layers, list) or not teacher_layers:
-    bad("'teacher.layers' must list the teacher tap layers")
+    bad("'teacher.tap_layers' must list the teacher tap layers")
   names = [t["name"] if isinstance(t, dict) else t for t in teacher_layers]
   for s in g["student_layers"]:
     for key in ("name", "tutor", "tutor_probs"):
@@ -68,5 +68,5 @@ def validate_genotype(g: Any, path: str = "<genotype>") -> None:
 
 def tutor_map(g: Dict[str, Any]) -> List[int]:
   """Index of the chosen teacher layer for every student layer, in student-layer order."""
-  names = [t["name"] if isinstance(t, dict) else t for t in g["teacher"]["layers"]]
+  names = [t["name"] if isinstance(t, dict) else t for t in g["teacher"]["tap_layers"]]
   return [names.index(s["tutor"]) for s in g["student_layers"]]

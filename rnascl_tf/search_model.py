@@ -195,7 +195,9 @@ class SearchModel(keras.Model):
 
   def train_step(self, data):
     self.step(data)
-    return {m.name: m.result() for m in self.metrics}
+    # During weight-only warm-up the architecture terms are not computed: do not log zeros.
+    skip = () if self.update_arch else ("arch_loss", "resource_factor")
+    return {m.name: m.result() for m in self.metrics if m.name not in skip}
 
 
 class TemperatureSchedule(keras.callbacks.Callback):

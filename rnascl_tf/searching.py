@@ -32,7 +32,7 @@ def _teacher_manifest_for(path: str, model, taps, dataset: str) -> dict:
   base = teacher_io.read_teacher_manifest(beside) if os.path.exists(beside) else {}
   made = teacher_io.teacher_manifest(model, base.get("arch", "external"), taps, {"dataset": dataset})
   # The tap list is the one this search uses (it may differ from the one recorded at training time).
-  return {**base, "path": os.path.abspath(path), "layers": made["layers"]}
+  return {**base, "path": os.path.abspath(path), "tap_layers": made["tap_layers"]}
 
 
 def run_search(run: RunConfig, data_cfg: data_lib.DataConfig, optim_cfg: OptimConfig, cfg: SearchConfig,
@@ -93,7 +93,8 @@ def run_search(run: RunConfig, data_cfg: data_lib.DataConfig, optim_cfg: OptimCo
   if start_epoch < run.epochs:
     if start_epoch:
       print(f"Resuming the search in {run.model_dir} after epoch {start_epoch}/{run.epochs}")
-    model.fit(splits.search_dataset(rotating=arch_split == "rotating"), epochs=run.epochs,
+    data = splits.search_dataset(rotating=arch_split == "rotating", skip_batches=start_epoch * steps_per_epoch)
+    model.fit(data, epochs=run.epochs,
               initial_epoch=start_epoch, steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=run.verbose)
   else:
     print(f"{run.model_dir}: all {run.epochs} search epochs already done; re-deriving the genotype")
@@ -111,7 +112,7 @@ def derive_genotype(supernet, model, space, info, manifest: dict, seed: int, fla
   """Argmax widths and tutors, with their distributions and the exact cost of the derived child."""
   derived = supernet.derive()
   tutor_probs = model.tutor_probabilities().numpy()
-  teacher_names = [l["name"] for l in manifest["layers"]]
+  teacher_names = [l["name"] for l in manifest["tap_layers"]]
   child = child_lib.build_child_from_choices(space, derived, info.input_shape, info.num_classes, info.mean, info.std)
   exact = cost_lib.count_model_cost(child, info.input_shape)
   expected = {k: float(v) for k, v in supernet.expected_cost(*supernet.arch_weights("argmax")).items()}
@@ -137,7 +138,7 @@ def derive_genotype(supernet, model, space, info, manifest: dict, seed: int, fla
 def _write_figures(model_dir: str, genotype: dict, model, history, step: int) -> None:
   writer = tf.summary.create_file_writer(os.path.join(model_dir, "tb", "figures"))
   probs = np.array([s["tutor_probs"] for s in genotype["student_layers"]])
-  teacher_names = [l["name"] for l in genotype["teacher"]["layers"]]
+  teacher_names = [l["name"] for l in genotype["teacher"]["tap_layers"]]
   student_names = [s["name"] for s in genotype["student_layers"]]
   plots.write_png(os.path.join(model_dir, "tutor_heatmap.png"),
                   plots.tutor_heatmap_png(probs, student_names, teacher_names), writer, "tutor_heatmap", step)

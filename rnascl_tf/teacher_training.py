@@ -101,7 +101,8 @@ def train_teacher(run: RunConfig, data_cfg: data_lib.DataConfig, robust: RobustC
   if start_epoch < run.epochs:
     if start_epoch:
       print(f"Resuming {run.model_dir} after epoch {start_epoch}/{run.epochs}")
-    trainer.fit(splits.dataset("train_full", training=True), epochs=run.epochs, initial_epoch=start_epoch,
+    data = splits.dataset("train_full", training=True, skip_batches=start_epoch * steps_per_epoch)
+    trainer.fit(data, epochs=run.epochs, initial_epoch=start_epoch,
                 steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=run.verbose)
   else:
     print(f"{run.model_dir}: all {run.epochs} epochs already done; evaluating the best checkpoint")
