@@ -17,6 +17,7 @@ cli.define_optim_flags(lr=0.004, optimizer="adam", weight_decay=2e-4)
 cli.define_teacher_flags()
 cli.define_search_flags()
 FLAGS = flags.FLAGS
+flags.adopt_module_key_flags(cli)  # --help lists the flags defined in cli.py.
 
 _FINGERPRINT_FLAGS = ("dataset", "image_size", "batch_size", "val_fraction", "arch_fraction", "test_fraction",
                       "max_train_examples", "seed", "search_space", "student_layers", "teacher_path",

@@ -92,7 +92,10 @@ def train_teacher(run: RunConfig, data_cfg: data_lib.DataConfig, robust: RobustC
     m = val_eval(val_ds, robust.val_examples or None)
     return {"val_clean_acc": m["clean"], "val_pgd_acc": m["pgd"]}
 
-  validation = cbs.RobustValidation(evaluate_val, "val_pgd_acc",
+  # Robust training keeps the checkpoint with the best validation PGD accuracy; plain training (a
+  # baseline) the best clean one: its PGD accuracy is ~0 throughout and would pick at random.
+  monitor = "val_clean_acc" if robust.mode == "standard" else "val_pgd_acc"
+  validation = cbs.RobustValidation(evaluate_val, monitor,
                                      on_improve=lambda epoch, m: io_utils.atomic_save_keras(net, best_path),
                                      best=ckpt.state.get("best"))
   callbacks = [cbs.NanGuard(run.model_dir), validation,

@@ -20,6 +20,7 @@ cli.define_optim_flags()
 cli.define_robust_flags()
 cli.define_teacher_flags()
 FLAGS = flags.FLAGS
+flags.adopt_module_key_flags(cli)  # --help lists the flags defined in cli.py.
 
 # Settings a resumed run must share with the saved one (others, like --epochs, may change).
 _FINGERPRINT_FLAGS = ("dataset", "image_size", "batch_size", "val_fraction", "arch_fraction", "test_fraction",
