@@ -7,13 +7,18 @@ modules never import this module.
 
 import fractions
 import sys
-from typing import Callable
+import warnings
+from typing import Callable, Optional
 
 from absl import flags
 from absl import logging
 
 from rnascl_tf.config import OptimConfig, RobustConfig, RunConfig
 from rnascl_tf.errors import UserInputError
+
+# Our tf.data pipelines shuffle themselves (seeded); Keras warns on every fit that its own
+# shuffle flag is ignored, which only confuses users.
+warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
 
 
 def parse_pixels(value: str, flag: str) -> float:
@@ -74,11 +79,17 @@ def define_optim_flags(lr: float = 0.1, optimizer: str = "sgd", weight_decay: fl
   flags.DEFINE_float("warmup_epochs", 0.0, "Linear learning-rate warm-up epochs.")
 
 
-def define_robust_flags(mode: str = "pgd") -> None:
-  """Adversarial training and validation-attack flags (pixel-space L-inf)."""
-  if _defined("adv_mode"):
+def define_robust_flags(mode: Optional[str] = "pgd") -> None:
+  """Adversarial training and validation-attack flags (pixel-space L-inf).
+
+  Args:
+    mode: default of --adv_mode; None leaves --adv_mode undefined (retraining derives the mode
+      from --objective).
+  """
+  if _defined("eps"):
     return
-  flags.DEFINE_enum("adv_mode", mode, ["standard", "pgd", "trades", "fast_fgsm"], "Adversarial training.")
+  if mode is not None:
+    flags.DEFINE_enum("adv_mode", mode, ["standard", "pgd", "trades", "fast_fgsm"], "Adversarial training.")
   flags.DEFINE_string("eps", "8/255", "L-inf budget in pixel units of [0, 1] images (number or fraction).")
   flags.DEFINE_string("step_size", "2/255", "PGD step in pixel units.")
   flags.DEFINE_integer("attack_steps", 10, "PGD steps during adversarial training.")
@@ -107,8 +118,8 @@ def optim_config(f) -> OptimConfig:
                      schedule=f.lr_schedule, warmup_epochs=f.warmup_epochs)
 
 
-def robust_config(f) -> RobustConfig:
-  return RobustConfig(mode=f.adv_mode, eps=parse_pixels(f.eps, "eps"), step_size=parse_pixels(f.step_size, "step_size"),
+def robust_config(f, mode: Optional[str] = None) -> RobustConfig:
+  return RobustConfig(mode=mode or f.adv_mode, eps=parse_pixels(f.eps, "eps"), step_size=parse_pixels(f.step_size, "step_size"),
                       steps=f.attack_steps, trades_beta=f.trades_beta, val_attack_steps=f.val_attack_steps,
                       val_examples=f.val_examples)
 
@@ -154,10 +165,21 @@ def define_teacher_flags() -> None:
                     "normalisation layer takes [0, 1] pixels.")
 
 
+def define_distill_flags() -> None:
+  """Distillation weights shared by the search and the retraining."""
+  if _defined("lambda_kd"):
+    return
+  flags.DEFINE_float("lambda_kd", 1.0, "Weight of the KL distillation term.")
+  flags.DEFINE_float("kd_temperature", 1.0, "Temperature of the KL term.")
+  flags.DEFINE_float("gamma_cl", 1.0, "Weight of the cross-layer attention loss.")
+  flags.DEFINE_integer("cl_grid", 8, "Attention maps are resized to cl_grid x cl_grid.")
+
+
 def define_search_flags() -> None:
   """Search-space, objective and schedule flags of the architecture search."""
   if _defined("search_space"):
     return
+  define_distill_flags()
   flags.DEFINE_string("search_space", "tiny", "Built-in space (tiny, s3, s5, s7, s9, s18, m, l, imagenet) or a "
                       "path to a JSON space declaration.")
   flags.DEFINE_enum("student_layers", "all_convs", ["all_convs", "block_outputs"],
@@ -169,10 +191,6 @@ def define_search_flags() -> None:
                       "'auto' reaches --tau_min at the last epoch.")
   flags.DEFINE_float("tau_min", 0.1, "Temperature floor.")
   flags.DEFINE_integer("weight_only_epochs", 0, "Warm-up epochs that update the weights only.")
-  flags.DEFINE_float("lambda_kd", 1.0, "Weight of the KL distillation term.")
-  flags.DEFINE_float("kd_temperature", 1.0, "Temperature of the KL term.")
-  flags.DEFINE_float("gamma_cl", 1.0, "Weight of the cross-layer attention loss.")
-  flags.DEFINE_integer("cl_grid", 8, "Attention maps are resized to cl_grid x cl_grid.")
   flags.DEFINE_enum("resource", "fbnet", ["fbnet", "budget", "none"], "Resource factor of the architecture loss.")
   flags.DEFINE_float("resource_alpha", 0.2, "FBNet form: alpha.")
   flags.DEFINE_float("resource_beta", 0.5, "FBNet form: beta.")
@@ -203,3 +221,28 @@ def tau_decay(f) -> float:
   if value < 0:
     raise UserInputError(f"--tau_decay must be >= 0, got {value}")
   return value
+
+
+OBJECTIVES = {
+    # objective: (adversarial-training mode, KL term, cross-layer term)
+    "ce": ("standard", False, False),
+    "logit_kd": ("standard", True, False),
+    "ce_kd": ("standard", True, True),
+    "trades_kd": ("trades", True, True),
+    "pgd_at_kd": ("pgd", True, True),
+}
+
+
+def define_train_flags() -> None:
+  """Retraining flags: the genotype, the objective, the tutor map and the warm start."""
+  if _defined("genotype"):
+    return
+  define_distill_flags()
+  flags.DEFINE_string("genotype", None, "genotype.json written by python -m rnascl_tf.search.")
+  flags.DEFINE_enum("objective", "ce_kd", list(OBJECTIVES), "ce_kd: CE + KL + cross-layer (the paper's main "
+                    "table); trades_kd / pgd_at_kd: adversarial training plus both distillation terms; "
+                    "ce and logit_kd: baselines.")
+  flags.DEFINE_enum("tutor_map", "searched", ["searched", "same_depth", "random", "last_layer"],
+                    "Tutor map for the cross-layer loss (ablations besides 'searched').")
+  flags.DEFINE_string("warm_start_search_dir", None, "Warm start from the supernet weights of this search run "
+                      "folder (default: from scratch, as in the paper).")

@@ -70,3 +70,33 @@ def tutor_map(g: Dict[str, Any]) -> List[int]:
   """Index of the chosen teacher layer for every student layer, in student-layer order."""
   names = [t["name"] if isinstance(t, dict) else t for t in g["teacher"]["tap_layers"]]
   return [names.index(s["tutor"]) for s in g["student_layers"]]
+
+
+TUTOR_MAPS = ("searched", "same_depth", "random", "last_layer")
+
+
+def ablation_tutor_map(g: Dict[str, Any], kind: str, seed: int = 0) -> List[int]:
+  """The tutor map used for retraining: the searched one or an ablation (METHOD.md section 9).
+
+  Args:
+    g: a validated genotype.
+    kind: "searched" (argmax of the learned tutor distribution), "same_depth" (student layer i of
+      n_s -> teacher layer round(i * (n_t - 1) / (n_s - 1)), proportional position), "random"
+      (uniform, seeded) or "last_layer" (every student layer -> the last teacher layer).
+    seed: seed of the "random" map.
+
+  Returns:
+    Per student layer, the index of its teacher layer.
+  """
+  import numpy as np  # Local: keeps genotype I/O light.
+
+  n_s, n_t = len(g["student_layers"]), len(g["teacher"]["tap_layers"])
+  if kind == "searched":
+    return tutor_map(g)
+  if kind == "same_depth":
+    return [int(round(i * (n_t - 1) / max(n_s - 1, 1))) for i in range(n_s)]
+  if kind == "random":
+    return [int(j) for j in np.random.default_rng(seed).integers(0, n_t, n_s)]
+  if kind == "last_layer":
+    return [n_t - 1] * n_s
+  raise UserInputError(f"--tutor_map must be one of {', '.join(TUTOR_MAPS)}, got {kind!r}")

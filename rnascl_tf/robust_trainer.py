@@ -1,8 +1,12 @@
-"""Adversarial training of one network under `model.fit`: standard, PGD-AT, TRADES, fast FGSM.
+"""Adversarial training of one network under `model.fit`, optionally distilled from a teacher.
 
-Used to train robust teachers. The per-replica step is `RobustTrainer.step`, so a custom
-`strategy.run` loop (multi-worker) can call exactly what `fit` calls.
+One trainer serves both stages: robust teachers (no teacher of their own) and the retrained
+student (KL and cross-layer attention distillation with a fixed tutor map). The per-replica step is
+`RobustTrainer.step`, so a custom `strategy.run` loop (multi-worker) can call exactly what `fit` calls.
 """
+
+import dataclasses
+from typing import Optional, Sequence
 
 import keras
 from keras import ops
@@ -12,16 +16,40 @@ from rnascl_tf import losses
 from rnascl_tf.config import RobustConfig
 
 
+@dataclasses.dataclass(frozen=True)
+class DistillConfig:
+  """Distillation terms added to the robust objective (retraining with a fixed tutor map).
+
+  Args:
+    lambda_kd: weight of Hinton's KL(teacher || student) term.
+    kd_temperature: its temperature (the term is multiplied by T^2).
+    gamma_cl: weight of the cross-layer attention loss with the fixed `tutor_map`.
+    cl_grid: attention-map grid.
+    tutor_map: per student layer, the index of its teacher layer (in the teacher taps' order).
+  """
+  lambda_kd: float = 1.0
+  kd_temperature: float = 1.0
+  gamma_cl: float = 0.0
+  cl_grid: int = 8
+  tutor_map: Optional[Sequence[int]] = None
+
+
 class RobustTrainer(keras.Model):
   """Wraps `net` and trains it adversarially in pixel space.
 
   The attacker always runs `net` in inference mode (METHOD.md section 3); losses are scaled with
   `losses.replica_mean` so 1 and N replicas give the same update.
 
+  Distillation (when `teacher` is given) is computed on the inputs the student trains on: clean
+  images for standard and TRADES training, adversarial ones for PGD-AT and fast FGSM. The teacher
+  runs frozen, in inference mode, outside the tape.
+
   Args:
-    net: the network (takes [0, 1] pixels, returns logits).
+    net: the network (takes [0, 1] pixels, returns logits; `call_with_taps` for gamma_cl > 0).
     robust: adversarial-training settings.
     seed: seed of the trainer's random generator (fast-FGSM random start).
+    teacher: optional `teacher_io.TeacherTaps` to distil from.
+    distill: distillation weights and tutor map (needed with `teacher`).
 
   Example:
   >>> trainer = RobustTrainer(net, RobustConfig(mode="pgd", eps=0.1, steps=3))
@@ -29,14 +57,21 @@ class RobustTrainer(keras.Model):
   >>> trainer.fit(train_ds, epochs=1)
   """
 
-  def __init__(self, net: keras.Model, robust: RobustConfig, seed: int = 0, **kwargs):
+  def __init__(self, net: keras.Model, robust: RobustConfig, seed: int = 0, teacher=None,
+               distill: Optional[DistillConfig] = None, **kwargs):
     super().__init__(**kwargs)
     self.net = net
     self.robust = robust
+    self._teacher = teacher  # Plain object: the frozen teacher is neither trained nor checkpointed here.
+    self.distill = distill if teacher is not None else None
+    if self.distill and self.distill.gamma_cl > 0 and not self.distill.tutor_map:
+      raise ValueError("gamma_cl > 0 needs a tutor_map")
     self.seed_generator = keras.random.SeedGenerator(seed)
     self.loss_tracker = keras.metrics.Mean(name="loss")
     self.acc_tracker = keras.metrics.SparseCategoricalAccuracy(name="acc")
     self.adv_acc_tracker = keras.metrics.SparseCategoricalAccuracy(name="adv_acc")
+    self.kd_tracker = keras.metrics.Mean(name="kl")
+    self.cl_tracker = keras.metrics.Mean(name="cl")
 
   @property
   def metrics(self):
@@ -47,6 +82,10 @@ class RobustTrainer(keras.Model):
       trackers.append(self.acc_tracker)
     if mode != "standard":
       trackers.append(self.adv_acc_tracker)
+    if self.distill is not None:
+      trackers.append(self.kd_tracker)
+      if self.distill.gamma_cl > 0:
+        trackers.append(self.cl_tracker)
     return trackers
 
   def call(self, x, training=False):
@@ -76,27 +115,58 @@ class RobustTrainer(keras.Model):
       return ops.clip(ops.clip(x1, x - r.eps, x + r.eps), 0.0, 1.0)
     return None
 
+  def _forward(self, x, with_taps: bool):
+    if with_taps:
+      return self.net.call_with_taps(x, training=True)
+    return self.net(x, training=True), None
+
+  def _distillation(self, logits, taps, t_out):
+    """Per-example lambda * KL + gamma * L_CL against the frozen teacher outputs `t_out`."""
+    d = self.distill
+    t_logits, t_acts = t_out
+    kl = losses.kd_kl(t_logits, logits, temperature=d.kd_temperature)
+    self.kd_tracker.update_state(ops.mean(kl))
+    per_example = d.lambda_kd * kl
+    if d.gamma_cl > 0:
+      cl = losses.fixed_tutor_loss(losses.layer_distances(taps, t_acts, d.cl_grid), d.tutor_map)
+      self.cl_tracker.update_state(ops.mean(cl))
+      per_example = per_example + d.gamma_cl * cl
+    return per_example
+
   def step(self, x, y):
     """One per-replica training step; returns the scaled loss (for logs: times the replica count)."""
     r = self.robust
     x_adv = self.adversarial_examples(x, y)
     if x_adv is not None:
       x_adv = ops.stop_gradient(x_adv)
+    distil = self.distill is not None
+    with_taps = distil and self.distill.gamma_cl > 0
+    t_out = None
+    if distil:
+      # Distil on what the student is trained on; the teacher is frozen and outside the tape.
+      x_kd = x if r.mode in ("standard", "trades") else x_adv
+      t_logits, t_acts = self._teacher(x_kd)
+      t_out = (ops.stop_gradient(t_logits), [ops.stop_gradient(a) for a in t_acts])
     with _tape() as tape:
       if r.mode == "standard":
-        logits = self.net(x, training=True)
+        logits, taps = self._forward(x, with_taps)
         per_example = losses.cross_entropy(y, logits)
-        adv_logits = None
+        adv_logits, kd_logits = None, logits
       elif r.mode == "trades":
         # One forward on clean and adversarial halves together keeps BatchNorm statistics joint.
-        both = self.net(ops.concatenate([x, x_adv], axis=0), training=True)
-        logits, adv_logits = both[: ops.shape(x)[0]], both[ops.shape(x)[0]:]
+        n = ops.shape(x)[0]
+        both, both_taps = self._forward(ops.concatenate([x, x_adv], axis=0), with_taps)
+        logits, adv_logits = both[:n], both[n:]
+        taps = None if both_taps is None else [t[:n] for t in both_taps]
         per_example = (losses.cross_entropy(y, logits)
                        + r.trades_beta * losses.kd_kl(logits, adv_logits, temperature=1.0))
+        kd_logits = logits
       else:
-        adv_logits = self.net(x_adv, training=True)
-        logits = None
+        adv_logits, taps = self._forward(x_adv, with_taps)
+        logits, kd_logits = None, adv_logits
         per_example = losses.cross_entropy(y, adv_logits)
+      if distil:
+        per_example = per_example + self._distillation(kd_logits, taps, t_out)
       loss = losses.replica_mean(per_example)
     variables = self.net.trainable_variables
     grads = tape.gradient(loss, variables)
