@@ -246,3 +246,57 @@ def define_train_flags() -> None:
                     "Tutor map for the cross-layer loss (ablations besides 'searched').")
   flags.DEFINE_string("warm_start_search_dir", None, "Warm start from the supernet weights of this search run "
                       "folder (default: from scratch, as in the paper).")
+
+
+def define_eval_flags() -> None:
+  """Robustness-evaluation flags (python -m rnascl_tf.evaluate).
+
+  --eps, --step_size and --seed are shared with the training groups and defined here only if
+  missing. An entry point that needs both groups must call `define_robust_flags` first: it skips
+  itself once --eps exists.
+  """
+  if _defined("attacks"):
+    return
+  if not _defined("model"):
+    flags.DEFINE_string("model", None, "Model to evaluate: a .keras file, or an exported SavedModel folder "
+                        "(<export_base>/<name>/<version>, or <export_base>/<name> for its highest version).")
+  if not _defined("eps"):
+    flags.DEFINE_string("eps", "8/255", "L-inf budget in pixel units of [0, 1] images (number or fraction).")
+  if not _defined("step_size"):
+    flags.DEFINE_string("step_size", "2/255", "Step of the iterative attacks at --eps, in pixel units.")
+  if not _defined("seed"):
+    flags.DEFINE_integer("seed", 0, "Seed: test-split membership, attack random starts, ART's random search.")
+  flags.DEFINE_string("output_dir", None, "Where eval.json, eval.md and eps_sweep.png go (default: "
+                      "<model without .keras>_eval beside the model).")
+  flags.DEFINE_string("attacks", "fgsm,pgd20,mifgsm20,cw20", "White-box attacks at --eps (cleverhans): fgsm, "
+                      "pgd<steps>[x<restarts>], mifgsm<steps>, cw<steps>[x<restarts>] (CW-inf: PGD on the margin).")
+  flags.DEFINE_string("eps_sweep", "0,2/255,4/255,8/255,16/255", "Budgets of the PGD accuracy-vs-eps sweep "
+                      "(comma-separated, fractions allowed; 'none' for none; eps=0 is always added).")
+  flags.DEFINE_string("autoattack", "none", "ART attacks: none | standard (APGD-CE, APGD-T, Square at "
+                      "AutoAttack's standard settings; ART has no FAB-T, so not full AutoAttack) | fast "
+                      "(reduced budget, never labelled AutoAttack).")
+  flags.DEFINE_integer("blackbox_queries", 1000, "Queries of the black-box Square run (ART) of the "
+                       "gradient-masking check when --autoattack=none; 0 skips the check.")
+  flags.DEFINE_integer("num_examples", None, "Evaluate only the first N test examples (quick runs).")
+
+
+def _pixel_list(value: str, flag: str) -> tuple:
+  text = str(value or "").strip()
+  if text.lower() in ("", "none"):
+    return ()
+  items = [v.strip() for v in text.split(",")]
+  if any(not v for v in items):
+    raise UserInputError(f"--{flag} must be comma-separated numbers or fractions like 0,4/255,8/255, got {value!r}")
+  return tuple(parse_pixels(v, flag) for v in items)
+
+
+def eval_config(f):
+  """The `evaluation.EvalConfig` of the parsed flags (the model path and --output_dir stay flags)."""
+  from rnascl_tf.evaluation import EvalConfig  # Lazy: pulls in TF and the attack libraries.
+  attack_specs = tuple(a.strip() for a in str(f.attacks or "").split(","))
+  if not any(attack_specs) or any(not a for a in attack_specs):
+    raise UserInputError(f"--attacks must be a comma-separated list such as fgsm,pgd20,mifgsm20,cw20, got {f.attacks!r}")
+  return EvalConfig(eps=parse_pixels(f.eps, "eps"), step_size=parse_pixels(f.step_size, "step_size"),
+                    attacks=attack_specs, eps_sweep=_pixel_list(f.eps_sweep, "eps_sweep"),
+                    autoattack=str(f.autoattack).strip().lower(), blackbox_queries=f.blackbox_queries,
+                    num_examples=f.num_examples, seed=f.seed)

@@ -245,31 +245,6 @@ class LoadedModel:
   input_shape: Optional[tuple]
 
 
-class _SignatureModel:
-  """Runs a SavedModel's `serving_default` signature: images -> outputs["logits"] (differentiable)."""
-
-  def __init__(self, path: str, what: str):
-    try:
-      self._loaded = tf.saved_model.load(path)  # Keep a reference: the variables live in it.
-    except Exception as e:  # TF raises many types for corrupt or foreign directories.
-      raise UserInputError(f"{what}: could not load {path!r} as a SavedModel ({type(e).__name__}: {e})") from e
-    signature = getattr(self._loaded, "signatures", {}).get("serving_default")
-    if signature is None:
-      raise UserInputError(f"{what}: SavedModel {path!r} has no 'serving_default' signature "
-                           "(export it with rnascl_tf's exporter)")
-    inputs = signature.structured_input_signature[1]
-    if "images" not in inputs or "logits" not in signature.structured_outputs:
-      raise UserInputError(
-          f"{what}: SavedModel {path!r}: serving_default must take 'images' and return 'logits'; it takes "
-          f"{sorted(inputs)} and returns {sorted(signature.structured_outputs)}")
-    self._signature = signature
-    shape = inputs["images"].shape
-    self.input_shape = tuple(shape[1:]) if shape.rank == 4 else None
-
-  def __call__(self, images):
-    return self._signature(images=tf.convert_to_tensor(images, tf.float32))["logits"]
-
-
 def _declared_input_shape(model) -> Optional[tuple]:
   """(H, W, C) a Keras model declares: our models' `image_shape`, else a functional model's input."""
   shape = getattr(model, "image_shape", None)
@@ -283,11 +258,12 @@ def _declared_input_shape(model) -> Optional[tuple]:
 def load_model(path: str, what: str = "--model") -> LoadedModel:
   """Loads a `.keras` file or an exported SavedModel directory for evaluation.
 
-  A SavedModel is run through `rnascl_tf.serving.ServingModel` when that module exists, else through
-  its `serving_default` signature directly (`images` in, `logits` out). Gradients flow through both.
+  A SavedModel runs through `rnascl_tf.serving.ServingModel` (its `serving_default` signature,
+  `images` in, `logits` out); gradients flow through it, so the white-box attacks attack the export.
 
   Args:
-    path: a `.keras` file or a SavedModel directory (containing saved_model.pb).
+    path: a `.keras` file, a SavedModel version folder, or a model folder of numbered versions (the
+      highest is used).
     what: the flag or role to name in errors.
 
   Returns:
@@ -296,29 +272,18 @@ def load_model(path: str, what: str = "--model") -> LoadedModel:
   Raises:
     UserInputError: naming `what`, for a missing path, another kind of file or a model that does not load.
   """
-  expected = "expected a .keras file or an exported SavedModel directory containing saved_model.pb"
+  expected = "expected a .keras file or an exported SavedModel folder (<export_base>/<name>[/<version>])"
   if not path:
     raise UserInputError(f"{what} is required: {expected}")
   if os.path.isdir(path):
-    if not os.path.isfile(os.path.join(path, "saved_model.pb")):
-      raise UserInputError(f"{what}: directory {path!r} has no saved_model.pb; {expected} "
-                           "(for an export, point at its version folder, e.g. export/child/1)")
+    from rnascl_tf.serving import ServingModel  # Lazy: only exports need it.
     try:
-      from rnascl_tf.serving import ServingModel  # Written separately; optional here.
-    except ModuleNotFoundError as e:
-      if e.name != "rnascl_tf.serving":
-        raise
-      ServingModel = None
-    if ServingModel is not None:
       model = ServingModel(path)
-      shape = getattr(model, "input_shape", None)
-      shape = tuple(shape[-3:]) if shape is not None else None
-    else:
-      model = _SignatureModel(path, what)
-      shape = model.input_shape
+    except UserInputError as e:
+      raise UserInputError(f"{what}: {e}; {expected}") from e
     model_fn = lambda images: tf.cast(model(images), tf.float32)  # noqa: E731
-    model_fn.model = model  # Keeps the loaded object alive with the function.
-    return LoadedModel(model_fn, path, "saved_model", shape)
+    model_fn.model = model  # Keeps the restored object (it owns the variables) alive with the function.
+    return LoadedModel(model_fn, model.path, "saved_model", tuple(model.image_shape))
   if not os.path.exists(path):
     raise UserInputError(f"{what}: no such file or directory: {path!r}; {expected}")
   if not path.endswith(".keras"):

@@ -1,7 +1,7 @@
 """Figures written as PNG (atomically) and to TensorBoard: tutor heat map, searched widths, curves."""
 
 import io
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -83,6 +83,37 @@ def curves_png(history: List[Dict[str, float]], keys: Sequence[str], title: str,
       ax.plot(*zip(*pts), marker="o", label=k)
   ax.set_xlabel("epoch")
   ax.set_ylabel(ylabel)
+  ax.set_title(title)
+  ax.grid(alpha=0.3)
+  ax.legend()
+  return _figure_to_png(fig)
+
+
+def eps_sweep_png(curves: Mapping[str, Sequence[Tuple[float, float]]],
+                  title: str = "Accuracy under PGD vs L-inf eps", reference_eps: Optional[float] = None) -> bytes:
+  """Accuracy against the attack budget, one line per named curve (e.g. teacher and student).
+
+  Args:
+    curves: {name: [(eps in [0, 1] pixel units, accuracy in [0, 1]), ...]}.
+    title: figure title.
+    reference_eps: if given, a dashed vertical line marks this budget (the evaluation eps).
+
+  Returns:
+    PNG bytes; the x axis is in x/255 pixel units.
+  """
+  plt = _plt()
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for name, points in curves.items():
+    points = sorted(points)
+    if points:
+      eps, acc = zip(*points)
+      ax.plot([e * 255.0 for e in eps], acc, marker="o", label=name)
+  if reference_eps is not None:
+    ax.axvline(reference_eps * 255.0, color="gray", linestyle="--", linewidth=1,
+               label=f"evaluation eps = {reference_eps * 255.0:g}/255")
+  ax.set_xlabel("eps (x/255, L-inf, pixels in [0, 1])")
+  ax.set_ylabel("accuracy")
+  ax.set_ylim(-0.02, 1.02)
   ax.set_title(title)
   ax.grid(alpha=0.3)
   ax.legend()
