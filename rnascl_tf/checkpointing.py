@@ -12,14 +12,10 @@ from typing import Any, Dict, Optional
 import tensorflow as tf
 
 from rnascl_tf import io_utils
-from rnascl_tf.errors import UserInputError
+from rnascl_tf.errors import TrainingDiverged, UserInputError  # noqa: F401  (re-exported)
 
 STATE_SCHEMA = "rnascl_tf/run_state"
 STATE_VERSION = 1
-
-
-class TrainingDiverged(RuntimeError):
-  """A loss became NaN or infinite; the last good checkpoint is kept."""
 
 
 def _flat_variables(trackables: Dict[str, Any]) -> Dict[str, Any]:

@@ -14,7 +14,7 @@ from absl import flags
 from absl import logging
 
 from rnascl_tf.config import OptimConfig, RobustConfig, RunConfig
-from rnascl_tf.errors import UserInputError
+from rnascl_tf.errors import TrainingDiverged, UserInputError
 
 # Our tf.data pipelines shuffle themselves (seeded); Keras warns on every fit that its own
 # shuffle flag is ignored, which only confuses users.
@@ -131,8 +131,6 @@ def flag_values(f, names) -> dict:
 
 def run_main(main: Callable[[], int]) -> Callable[[list], None]:
   """Wraps an entry point's body: user errors print one clear line and exit 2; divergence exits 3."""
-  from rnascl_tf.checkpointing import TrainingDiverged
-
   def _main(argv):
     try:
       if len(argv) > 1:

@@ -7,3 +7,7 @@ class UserInputError(ValueError):
   The message always names the flag or file at fault and what was expected, so entry points can
   print it as is (no stack trace) and exit with status 2.
   """
+
+
+class TrainingDiverged(RuntimeError):
+  """A loss became NaN or infinite; the last good checkpoint is kept."""
