@@ -475,6 +475,17 @@ class _ArtRunner:
     Returns:
       x_adv [B, H, W, C] float32.
     """
+    # ART's own compiled forward pass sees batches of every size (Square queries shrinking subsets)
+    # and TF logs a retracing warning for each; they say nothing about the evaluation.
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")
+    try:
+      return self._run(label, x, y, clean_logits, predict)
+    finally:
+      logger.setLevel(level)
+
+  def _run(self, label, x, y, clean_logits, predict):
     spec, attack = self._specs[label], self._attacks[label]
     x_adv = x.copy()
     # Only correct examples are attacked: a targeted run on a misclassified one could push it to the
@@ -593,7 +604,8 @@ def evaluate_model(model_fn: Callable, dataset: Iterable, config: EvalConfig, nu
     ok_by_label = {}
     # attacks.RobustEvaluator only reports totals, and the worst case over cleverhans *and* ART
     # attacks needs per-example outcomes, so its compiled attacks are called per batch here.
-    for cfg, label, attack_fn in zip(evaluator.configs, evaluator.labels, evaluator._attacks):  # pylint: disable=protected-access
+    compiled = evaluator._attacks  # pylint: disable=protected-access
+    for cfg, label, attack_fn in zip(evaluator.configs, evaluator.labels, compiled):
       t0 = time.perf_counter()
       target = tf.nn.softmax(clean_logits) if cfg.name == "trades_kl" else y_t
       x_adv = np.asarray(attack_fn(x_t, target))
@@ -776,7 +788,8 @@ def raise_for_sanity(result: dict, where: str = "") -> None:
   if sanity["passed"]:
     return
   details = "; ".join(f"{name}: {sanity['checks'][name]['detail']}" for name in sanity["failed"])
-  raise SanityCheckError(f"evaluation sanity check(s) failed: {details}" + (f" (numbers written to {where})" if where else ""))
+  suffix = f" (numbers written to {where})" if where else ""
+  raise SanityCheckError(f"evaluation sanity check(s) failed: {details}{suffix}")
 
 
 def sweep_curve(result: dict) -> list:
@@ -897,7 +910,7 @@ def evaluate_path(model_path: str, data_cfg, config: EvalConfig, output_dir: Opt
   result["paths"] = {k: os.path.abspath(v) for k, v in
                      {"json": os.path.join(output_dir, "eval.json"), "markdown": os.path.join(output_dir, "eval.md"),
                       "eps_sweep_png": os.path.join(output_dir, "eps_sweep.png")}.items()}
-  write_reports(result, output_dir, curve_name=os.path.basename(os.path.normpath(model_path)))
+  write_reports(result, output_dir, curve_name=os.path.splitext(os.path.basename(os.path.normpath(model_path)))[0])
   if fail_on_sanity:
     raise_for_sanity(result, result["paths"]["json"])
   return result

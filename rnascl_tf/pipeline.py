@@ -1,0 +1,186 @@
+r"""One command from teacher to served model: `python -m rnascl_tf.pipeline --flagfile=flags/digits_pipeline.flags`.
+
+Runs teacher -> search -> retrain -> export -> evaluate (teacher and exported student) into one
+--run_dir, each stage as its own entry point (`python -m rnascl_tf.<stage>` with its flagfile), then
+writes report.md and report.html. A stage whose artefact exists and was made with the same flags is
+skipped, so a killed pipeline resumes in the stage it was in (that stage resumes from its own last
+epoch checkpoint).
+"""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import List, Optional
+
+from absl import app
+from absl import flags
+
+from rnascl_tf import cli
+from rnascl_tf import io_utils
+from rnascl_tf.errors import UserInputError
+
+flags.DEFINE_string("run_dir", None, "Run folder: one subfolder per stage, logs/, report.md, report.html.")
+flags.DEFINE_string("teacher_flagfile", "flags/digits_teacher.flags", "Flagfile of the teacher stage.")
+if "teacher_path" not in flags.FLAGS:  # Shared name with the stages' teacher flags (same meaning).
+  flags.DEFINE_string("teacher_path", None, "Use this .keras teacher instead of training one.")
+flags.DEFINE_string("search_flagfile", "flags/digits_search.flags", "Flagfile of the search stage.")
+flags.DEFINE_string("train_flagfile", "flags/digits_train.flags", "Flagfile of the retraining stage.")
+flags.DEFINE_string("eval_flagfile", "flags/digits_eval.flags", "Flagfile of the evaluation stage (data and "
+                    "attack flags; used for the teacher and for the exported student).")
+flags.DEFINE_string("model_name", "rnascl", "Exported model name (<run_dir>/export/<model_name>/<version>).")
+flags.DEFINE_integer("version", 1, "Exported model version.")
+FLAGS = flags.FLAGS
+
+STATE_SCHEMA = "rnascl_tf/pipeline_state"
+
+
+class Stage:
+  """One pipeline stage: its entry point, arguments, artefact check and upstream dependencies."""
+
+  def __init__(self, name: str, module: str, args: List[str], artefacts: List[str], epochs: int = 0,
+               flagfile: Optional[str] = None, model_dir: Optional[str] = None):
+    self.name, self.module, self.args, self.artefacts = name, module, args, artefacts
+    self.epochs, self.flagfile, self.model_dir = epochs, flagfile, model_dir
+
+  def fingerprint(self, upstream: str) -> str:
+    text = open(self.flagfile).read() if self.flagfile else ""
+    blob = json.dumps({"module": self.module, "args": self.args, "flagfile": text, "upstream": upstream})
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+  def artefacts_present(self) -> bool:
+    return all(os.path.exists(p) for p in self.artefacts)
+
+
+def _flagfile_value(path: str, name: str) -> Optional[str]:
+  """The last --name=value of a flagfile (flagfiles are one flag per line)."""
+  value = None
+  for line in open(path):
+    line = line.strip()
+    if line.startswith(f"--{name}="):
+      value = line.split("=", 1)[1]
+  return value
+
+
+def _check_flagfile(path: str, flag: str) -> str:
+  if not os.path.isfile(path):
+    raise UserInputError(f"--{flag}: no such flagfile {path!r} (paths are relative to the repository root)")
+  return path
+
+
+def build_stages(run_dir: str, f) -> List[Stage]:
+  """The pipeline's stages for the parsed flags (pure: no side effects)."""
+  d = lambda *p: os.path.join(run_dir, *p)  # noqa: E731
+  stages = []
+  teacher_path = f.teacher_path
+  if not teacher_path:
+    ff = _check_flagfile(f.teacher_flagfile, "teacher_flagfile")
+    stages.append(Stage("teacher", "rnascl_tf.train_teacher", [f"--flagfile={ff}", f"--model_dir={d('teacher')}"],
+                        [d("teacher", "teacher.keras"), d("teacher", "teacher_manifest.json")],
+                        int(_flagfile_value(ff, "epochs") or 30), ff, d("teacher")))
+    teacher_path = d("teacher", "teacher.keras")
+  elif not os.path.isfile(teacher_path):
+    raise UserInputError(f"--teacher_path: no such file {teacher_path!r}")
+  ff = _check_flagfile(f.search_flagfile, "search_flagfile")
+  stages.append(Stage("search", "rnascl_tf.search", [f"--flagfile={ff}", f"--model_dir={d('search')}",
+                                                      f"--teacher_path={teacher_path}"],
+                      [d("search", "genotype.json")], int(_flagfile_value(ff, "epochs") or 10), ff, d("search")))
+  ff = _check_flagfile(f.train_flagfile, "train_flagfile")
+  stages.append(Stage("train", "rnascl_tf.train", [f"--flagfile={ff}", f"--model_dir={d('train')}",
+                                                   f"--genotype={d('search', 'genotype.json')}",
+                                                   f"--teacher_path={teacher_path}"],
+                      [d("train", "student.keras"), d("train", "train_summary.json")],
+                      int(_flagfile_value(ff, "epochs") or 30), ff, d("train")))
+  export_dir = d("export", f.model_name, str(f.version))
+  stages.append(Stage("export", "rnascl_tf.export", [f"--model={d('train', 'student.keras')}",
+                                                     f"--export_base={d('export')}", f"--model_name={f.model_name}",
+                                                     f"--version={f.version}", "--overwrite"],
+                      [os.path.join(export_dir, "saved_model.pb")]))
+  ff = _check_flagfile(f.eval_flagfile, "eval_flagfile")
+  stages.append(Stage("eval_teacher", "rnascl_tf.evaluate", [f"--flagfile={ff}", f"--model={teacher_path}",
+                                                             f"--output_dir={d('eval_teacher')}"],
+                      [d("eval_teacher", "eval.json")], flagfile=ff))
+  stages.append(Stage("eval_student", "rnascl_tf.evaluate", [f"--flagfile={ff}", f"--model={export_dir}",
+                                                             f"--output_dir={d('eval_student')}"],
+                      [d("eval_student", "eval.json")], flagfile=ff))
+  return stages
+
+
+def _seconds_per_epoch(model_dir: Optional[str]) -> Optional[float]:
+  path = os.path.join(model_dir or "", "run_state.json")
+  if not model_dir or not os.path.exists(path):
+    return None
+  hist = json.load(open(path)).get("history", [])
+  secs = [h["seconds"] for h in hist[1:] or hist if "seconds" in h]  # epoch 1 includes tracing
+  return sum(secs) / len(secs) if secs else None
+
+
+def _estimate_remaining(stages: List[Stage], done: int, observed: List[float]) -> str:
+  """A rough time estimate of the stages after `done`, from the seconds per epoch seen so far."""
+  per_epoch = sum(observed) / len(observed) if observed else None
+  if per_epoch is None:
+    return "unknown until the first training stage has run"
+  seconds = sum(s.epochs * per_epoch + 20 for s in stages[done:] if s.epochs) + 60 * sum(
+      1 for s in stages[done:] if not s.epochs)
+  return f"~{seconds / 60:.0f} min (rough estimate)"
+
+
+def run_pipeline(run_dir: str, stages: List[Stage]) -> int:
+  """Runs or skips every stage, then writes the report. Returns the exit status."""
+  os.makedirs(os.path.join(run_dir, "logs"), exist_ok=True)
+  state_path = os.path.join(run_dir, "pipeline_state.json")
+  state = io_utils.read_json(state_path, "pipeline state") if os.path.exists(state_path) else {
+      "schema": STATE_SCHEMA, "stages": {}}
+  if state.get("schema") != STATE_SCHEMA:
+    raise UserInputError(f"--run_dir {run_dir!r} holds a foreign pipeline_state.json; use a new --run_dir")
+  t0, upstream, observed, status = time.time(), "", [], 0
+  for i, stage in enumerate(stages):
+    fp = stage.fingerprint(upstream)
+    prev = state["stages"].get(stage.name)
+    label = f"[{i + 1}/{len(stages)}] {stage.name:<12}"
+    if prev and prev.get("fingerprint") == fp and stage.artefacts_present():
+      print(f"{label} skipped: its artefacts are valid for the same flags ({stage.artefacts[0]})", flush=True)
+    else:
+      if prev and prev.get("fingerprint") != fp and stage.artefacts_present():
+        raise UserInputError(f"stage {stage.name}: {stage.artefacts[0]} was made with other flags; use a new "
+                             f"--run_dir (or delete {os.path.dirname(stage.artefacts[0])!r} to redo it)")
+      log = os.path.join(run_dir, "logs", f"{stage.name}.log")
+      print(f"{label} running: python -m {stage.module} {' '.join(stage.args)}  (log: {log})", flush=True)
+      t_stage = time.time()
+      with open(log, "a") as out:
+        rc = subprocess.call([sys.executable, "-m", stage.module, *stage.args], stdout=out,
+                             stderr=subprocess.STDOUT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+      if rc == 4 and stage.module == "rnascl_tf.evaluate":
+        print(f"{label} SANITY CHECK FAILED (see {log}); continuing to the report", flush=True)
+        status = 4
+      elif rc != 0 or not stage.artefacts_present():
+        tail = open(log).read().splitlines()[-15:]
+        print("\n".join(tail), file=sys.stderr)
+        raise UserInputError(f"stage {stage.name} failed (exit {rc}); full log: {log}. Fix the cause and rerun the "
+                             "same command: finished stages are skipped")
+      state["stages"][stage.name] = {"fingerprint": fp, "seconds": round(time.time() - t_stage, 1),
+                                     "command": f"python -m {stage.module} {' '.join(stage.args)}"}
+      io_utils.atomic_write_json(state_path, state)
+      spe = _seconds_per_epoch(stage.model_dir)
+      if spe:
+        observed.append(spe)
+      print(f"{label} done in {time.time() - t_stage:.0f} s; elapsed {(time.time() - t0) / 60:.1f} min, "
+            f"remaining {_estimate_remaining(stages, i + 1, observed)}", flush=True)
+    upstream = fp
+  from rnascl_tf import report  # Imports TF/matplotlib: only once the stages are done.
+  paths = report.write_report(run_dir, {s.name: state["stages"].get(s.name, {}).get("command") for s in stages})
+  print(f"report: {paths['markdown']}\n        {paths['html']}\nexported model: "
+        f"{os.path.dirname(stages[3].artefacts[0])}\ntotal time: {(time.time() - t0) / 60:.1f} min")
+  return status
+
+
+def main() -> int:
+  if not FLAGS.run_dir:
+    raise UserInputError("--run_dir is required (the pipeline's run folder; rerun with it to resume)")
+  return run_pipeline(FLAGS.run_dir, build_stages(FLAGS.run_dir, FLAGS))
+
+
+if __name__ == "__main__":
+  app.run(cli.run_main(main))

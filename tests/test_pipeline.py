@@ -1,0 +1,99 @@
+"""The pipeline end to end on a tiny configuration, its report, and resuming after a kill."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import helpers
+
+DATA = ["--dataset=digits", "--image_size=8", "--max_train_examples=300", "--max_test_examples=32", "--seed=0"]
+STAGE_FLAGS = {
+    "teacher": DATA + ["--teacher_arch=small_cnn", "--teacher_width=0.25", "--adv_mode=pgd", "--eps=0.1",
+                       "--step_size=0.05", "--attack_steps=2", "--val_attack_steps=2", "--val_examples=16",
+                       "--test_attack_steps=2", "--epochs=1", "--steps_per_epoch=3", "--batch_size=16", "--verbose=2"],
+    "search": DATA + ["--search_space=tiny", "--epochs=3", "--steps_per_epoch=4", "--batch_size=16",
+                      "--tau_decay=auto", "--verbose=2"],
+    "train": DATA + ["--objective=ce_kd", "--epochs=1", "--steps_per_epoch=3", "--batch_size=16", "--eps=0.1",
+                     "--step_size=0.05", "--val_attack_steps=2", "--val_examples=16", "--test_attack_steps=2",
+                     "--verbose=2"],
+    "eval": DATA + ["--eps=0.1", "--step_size=0.05", "--attacks=fgsm,pgd3", "--eps_sweep=0,0.05,0.1",
+                    "--blackbox_queries=30", "--batch_size=16"],
+}
+
+
+def _flagfiles(root):
+  paths = {}
+  for stage, lines in STAGE_FLAGS.items():
+    path = root / f"{stage}.flags"
+    path.write_text("\n".join(lines) + "\n")
+    paths[stage] = str(path)
+  return paths
+
+
+def _args(run_dir, ff):
+  return [f"--run_dir={run_dir}", f"--teacher_flagfile={ff['teacher']}", f"--search_flagfile={ff['search']}",
+          f"--train_flagfile={ff['train']}", f"--eval_flagfile={ff['eval']}", "--model_name=tiny"]
+
+
+@pytest.mark.slow
+def test_pipeline_end_to_end_and_report(tmp_path):
+  ff = _flagfiles(tmp_path)
+  run_dir = tmp_path / "run"
+  proc = helpers.run_cli("rnascl_tf.pipeline", *_args(run_dir, ff), timeout=900)
+  for i, stage in enumerate(["teacher", "search", "train", "export", "eval_teacher", "eval_student"]):
+    assert re.search(rf"\[{i + 1}/6\] {stage}\s+running", proc.stdout), stage
+  assert "report:" in proc.stdout and "exported model:" in proc.stdout
+  for path in ["teacher/teacher.keras", "search/genotype.json", "train/student.keras",
+               "export/tiny/1/saved_model.pb", "eval_teacher/eval.json", "eval_student/eval.json"]:
+    assert (run_dir / path).exists(), path
+  student_eval = json.loads((run_dir / "eval_student" / "eval.json").read_text())
+  assert student_eval["model"]["format"] != "keras" and student_eval["sanity"]["passed"]
+  md = (run_dir / "report.md").read_text()
+  for text in ["Teacher vs student", "Searched architecture", "Tutors", "->", "Robustness against eps",
+               "Sanity checks", "Reproduce", "python -m rnascl_tf.search", "curl", "cleverhans"]:
+    assert text in md, text
+  images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+  assert len(images) >= 5 and all((run_dir / p).exists() for p in images)
+  html = (run_dir / "report.html").read_text()
+  assert html.count("data:image/png;base64,") == len(images) and "src='report_files" not in html
+  # A rerun skips every stage.
+  again = helpers.run_cli("rnascl_tf.pipeline", *_args(run_dir, ff), timeout=300)
+  assert again.stdout.count("skipped") == 6
+
+
+@pytest.mark.slow
+def test_killed_in_search_resumes_without_redoing_the_teacher(tmp_path):
+  ff = _flagfiles(tmp_path)
+  run_dir = tmp_path / "run"
+  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+  proc = subprocess.Popen([sys.executable, "-m", "rnascl_tf.pipeline", *_args(run_dir, ff)], cwd=helpers.REPO,
+                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+  search_state = run_dir / "search" / "run_state.json"
+  try:
+    deadline = time.time() + 400
+    while time.time() < deadline and proc.poll() is None and not search_state.exists():
+      time.sleep(0.1)
+    assert search_state.exists(), "the pipeline never reached the search stage"
+  finally:
+    os.killpg(proc.pid, signal.SIGKILL)  # The pipeline and its stage subprocess.
+    proc.wait(timeout=60)
+  assert not (run_dir / "search" / "genotype.json").exists()
+  teacher_mtime = os.path.getmtime(run_dir / "teacher" / "teacher.keras")
+  out = helpers.run_cli("rnascl_tf.pipeline", *_args(run_dir, ff), timeout=900)
+  assert re.search(r"\[1/6\] teacher\s+skipped", out.stdout)
+  assert re.search(r"\[2/6\] search\s+running", out.stdout)
+  assert os.path.getmtime(run_dir / "teacher" / "teacher.keras") == teacher_mtime
+  assert "Resuming the search" in (run_dir / "logs" / "search.log").read_text()
+  assert (run_dir / "report.html").exists()
+
+
+def test_pipeline_bad_flagfile_is_named(tmp_path):
+  proc = helpers.run_cli("rnascl_tf.pipeline", f"--run_dir={tmp_path}", "--search_flagfile=flags/nope.flags",
+                         check=False, timeout=120)
+  assert proc.returncode == 2 and "--search_flagfile" in proc.stderr and "Traceback" not in proc.stderr
