@@ -176,7 +176,7 @@ def write_report(run_dir: str, commands: Dict[str, Optional[str]]) -> Dict[str, 
       path = d("report_files", f"{stage}_curves.png")
       plots.write_png(path, plots.curves_png(state["history"], keys, title, ylabel="accuracy"))
       doc.image(path, title)
-  doc.image(d("search", "search_curves.png"), "Search: width/tutor entropy (nats), temperature, E[MFLOPs]")
+  doc.image(d("search", "search_curves.png"), "Search: width and tutor entropy (nats), temperature, expected MFLOPs")
 
   present = {k: v for k, v in evals.items() if v}
   if present:
