@@ -27,6 +27,7 @@ import tensorflow as tf
 from cleverhans.tf2.attacks.fast_gradient_method import fast_gradient_method
 from cleverhans.tf2.attacks.momentum_iterative_method import momentum_iterative_method
 from cleverhans.tf2.attacks.projected_gradient_descent import projected_gradient_descent
+from cleverhans.tf2.utils import clip_eta
 
 from rnascl_tf.errors import UserInputError
 
@@ -274,6 +275,18 @@ def _attack_once(model_fn, x, y, config: AttackConfig):
       rand_minmax=rand_minmax, sanity_checks=False, **common)
 
 
+def _pgd_from(model_fn, x, x_start, y, config: AttackConfig):
+  """cleverhans' PGD iterations from `x_start` (projected around `x`) instead of its random start."""
+  norm = np.inf if config.norm == "inf" else 2
+  loss_fn = {"pgd": _ce_loss, "cw_inf": margin_loss, "trades_kl": _trades_loss_fn}[config.name]
+  adv = tf.clip_by_value(x + clip_eta(x_start - x, norm, config.eps), 0.0, 1.0)
+  for _ in range(config.steps):
+    adv = fast_gradient_method(model_fn, adv, config.effective_step_size, norm, loss_fn, clip_min=0.0, clip_max=1.0,
+                               y=y)
+    adv = tf.clip_by_value(x + clip_eta(adv - x, norm, config.eps), 0.0, 1.0)
+  return adv
+
+
 def _check_inputs(x, y, config: AttackConfig):
   """Static shape checks, plus a [0, 1] range check when running eagerly (catches 0-255 pipelines)."""
   if x.shape.rank != 4:
@@ -301,7 +314,7 @@ def _check_pixel_range(x, where: str):
         "(is the input pipeline missing /255, or normalising outside the model?)")
 
 
-def generate(model_fn: Callable, x, y, config: AttackConfig):
+def generate(model_fn: Callable, x, y, config: AttackConfig, x_start=None):
   """Adversarial examples for `x` under `config`, within eps of x (in the attack's norm) and in [0, 1].
 
   Works eagerly, inside `tf.function` (e.g. an adversarial-training `train_step`) and inside
@@ -313,6 +326,10 @@ def generate(model_fn: Callable, x, y, config: AttackConfig):
     x: [B, H, W, C] float32 pixels in [0, 1].
     y: the TRUE int labels [B]; for "trades_kl" the clean probabilities [B, K] of the model.
     config: the attack.
+    x_start: optional start point of pgd / cw_inf / trades_kl instead of cleverhans' random start
+      (cleverhans draws it with unseeded `tf.random.uniform`: not reproducible across replicas or a
+      resume). The steps are cleverhans' (its FGM step, projection onto the eps ball around `x`,
+      clipping to [0, 1]); `x_start` itself is projected first. Needs `restarts == 1`.
 
   Returns:
     float32 x_adv shaped like x, under `stop_gradient` (a constant for the training step, as in
@@ -329,6 +346,10 @@ def generate(model_fn: Callable, x, y, config: AttackConfig):
     # cleverhans asserts step <= eps and its L2 projection divides by norms; nothing to attack anyway.
     return tf.identity(x)
   y = tf.cast(y, tf.float32) if config.name == "trades_kl" else tf.cast(y, tf.int32)
+  if x_start is not None:
+    if config.name not in ("pgd", "cw_inf", "trades_kl") or config.restarts > 1:
+      raise ValueError(f"x_start is for one run of pgd, cw_inf or trades_kl, not {config.label()}")
+    return tf.stop_gradient(_pgd_from(model_fn, x, tf.convert_to_tensor(x_start, tf.float32), y, config))
   best = _attack_once(model_fn, x, y, config)
   if config.restarts > 1:
     loss_fn = margin_loss if config.name == "cw_inf" else _ce_loss

@@ -95,15 +95,22 @@ class Checkpointer:
       detail = "; ".join(f"{k}: saved {state['fingerprint'].get(k)!r}, now {self.fingerprint.get(k)!r}" for k in diffs)
       raise UserInputError(f"refusing to resume the run in --model_dir {self.model_dir!r} with incompatible "
                            f"settings ({detail}). Use the original flags or a new --model_dir.")
-    latest = self._manager.latest_checkpoint
+    done = int(state.get("epochs_completed", 0))
+    # The checkpoint of the epoch the run state records, not simply the newest: a kill between
+    # writing checkpoint k+1 and the run state must resume at epoch k with epoch-k weights.
+    matching = [p for p in self._manager.checkpoints if p.endswith(f"-{done}")]
+    latest = matching[-1] if matching else None
     if latest is None:
+      if done:
+        raise UserInputError(f"--model_dir {self.model_dir!r}: run_state.json says {done} epochs are done but "
+                             f"their checkpoint is missing from ckpt/; use a new --model_dir")
       return 0
     try:
       self._ckpt.restore(latest).assert_consumed()
     except (AssertionError, ValueError, tf.errors.OpError) as e:
       raise UserInputError(f"checkpoint {latest!r} does not match this model ({e}); use a new --model_dir") from e
     self.state = state
-    return int(state.get("epochs_completed", 0))
+    return done
 
   def save(self, epochs_completed: int, extra: Optional[Dict[str, Any]] = None) -> None:
     """Writes the checkpoint for `epochs_completed`, then the run state (atomically)."""

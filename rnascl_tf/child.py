@@ -71,7 +71,8 @@ class ChildNet(blocks.BlockNet):
 
 def build_child_from_choices(space: ss.SearchSpace, choices: Mapping, input_shape: Sequence[int],
                              num_classes: int, mean: Sequence[float], std: Sequence[float],
-                             source: str = "architecture choices", name: Optional[str] = None) -> ChildNet:
+                             source: str = "architecture choices", name: Optional[str] = None,
+                             synchronized_bn: bool = False) -> ChildNet:
   """Builds a child from per-block choices keyed by block name (the format of `Supernet.derive()`).
 
   Args:
@@ -81,6 +82,7 @@ def build_child_from_choices(space: ss.SearchSpace, choices: Mapping, input_shap
     input_shape, num_classes, mean, std: as for `ChildNet`.
     source: names the file or flag in error messages (e.g. "genotype file g.json").
     name: model name (default "child").
+    synchronized_bn: BatchNorm statistics over all replicas under tf.distribute.
 
   Returns:
     The built `ChildNet`.
@@ -106,7 +108,8 @@ def build_child_from_choices(space: ss.SearchSpace, choices: Mapping, input_shap
   expansions = [exps[n] for n in names]
   ss.validate_choices(space, widths, expansions, source=source)
   kwargs = {} if name is None else {"name": name}
-  return ChildNet(space, widths, expansions, input_shape, num_classes, mean, std, **kwargs)
+  return ChildNet(space, widths, expansions, input_shape, num_classes, mean, std, synchronized_bn=synchronized_bn,
+                  **kwargs)
 
 
 def warm_start_from_supernet(child: ChildNet, supernet) -> None:

@@ -42,8 +42,14 @@ def define_run_flags(default_epochs: int = 1) -> None:
   flags.DEFINE_integer("steps_per_epoch", None, "Cap on steps per epoch (default: one pass over the split).")
   flags.DEFINE_integer("seed", 0, "Run seed: split membership, data order, augmentation, random starts.")
   flags.DEFINE_enum("strategy", "default", ["default", "one_device", "mirrored", "multi_worker", "tpu"],
-                    "tf.distribute strategy.")
+                    "tf.distribute strategy. multi_worker reads the standard TF_CONFIG variable (run the "
+                    "same command on every worker; only the chief writes); tpu needs a reachable TPU.")
   flags.DEFINE_integer("num_gpus", 0, "GPUs for --strategy=mirrored (0 = all visible).")
+  flags.DEFINE_bool("sync_bn", False, "Synchronized BatchNorm (statistics over all replicas) in the trained "
+                    "networks: N replicas then train like one device on the global batch.")
+  flags.DEFINE_bool("scale_lr_with_replicas", False, "Multiply --learning_rate (the weight optimiser's, not "
+                    "--arch_learning_rate) by the number of replicas in sync (linear scaling rule). Off: "
+                    "--learning_rate is for the global --batch_size.")
   flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step (explicit on purpose: Keras' "
                     "'auto' picks XLA on GPU only, so CPU tests and GPU runs would differ).")
   flags.DEFINE_integer("verbose", 1, "Progress output: 1 = progress bar, 2 = one line per epoch, 0 = silent.")
@@ -57,7 +63,8 @@ def define_data_flags() -> None:
                       "imagenette/<variant> | imagenet100 | image_folder:<root>.")
   flags.DEFINE_string("data_dir", None, "TFDS data_dir.")
   flags.DEFINE_bool("download", False, "Allow TFDS to download. Off: offline, a missing dataset fails fast.")
-  flags.DEFINE_integer("batch_size", 128, "GLOBAL batch size (split over replicas).")
+  flags.DEFINE_integer("batch_size", 128, "GLOBAL batch size, split evenly over the replicas (must be a multiple "
+                       "of their number); --learning_rate is for this global batch.")
   flags.DEFINE_float("val_fraction", 0.1, "Validation split, a fraction of the training set.")
   flags.DEFINE_float("arch_fraction", 0.2, "Architecture split of the search, a fraction of the training set.")
   flags.DEFINE_float("test_fraction", 0.2, "Test split for datasets without one (digits).")
@@ -101,7 +108,8 @@ def define_robust_flags(mode: Optional[str] = "pgd") -> None:
 
 def run_config(f) -> RunConfig:
   return RunConfig(model_dir=f.model_dir, epochs=f.epochs, steps_per_epoch=f.steps_per_epoch, seed=f.seed,
-                   strategy=f.strategy, num_gpus=f.num_gpus, jit_compile=f.jit_compile, verbose=f.verbose)
+                   strategy=f.strategy, num_gpus=f.num_gpus, jit_compile=f.jit_compile, verbose=f.verbose,
+                   sync_bn=f.sync_bn, scale_lr_with_replicas=f.scale_lr_with_replicas)
 
 
 def data_config(f):
@@ -249,7 +257,7 @@ def define_train_flags() -> None:
 def define_eval_flags() -> None:
   """Robustness-evaluation flags (python -m rnascl_tf.evaluate).
 
-  --eps, --step_size and --seed are shared with the training groups and defined here only if
+  --model, --eps, --step_size, --seed and --output_dir are common names, defined here only if
   missing. An entry point that needs both groups must call `define_robust_flags` first: it skips
   itself once --eps exists.
   """
@@ -264,8 +272,9 @@ def define_eval_flags() -> None:
     flags.DEFINE_string("step_size", "2/255", "Step of the iterative attacks at --eps, in pixel units.")
   if not _defined("seed"):
     flags.DEFINE_integer("seed", 0, "Seed: test-split membership, attack random starts, ART's random search.")
-  flags.DEFINE_string("output_dir", None, "Where eval.json, eval.md and eps_sweep.png go (default: "
-                      "<model without .keras>_eval beside the model).")
+  if not _defined("output_dir"):
+    flags.DEFINE_string("output_dir", None, "Where eval.json, eval.md and eps_sweep.png go (default: "
+                        "<model without .keras>_eval beside the model).")
   flags.DEFINE_string("attacks", "fgsm,pgd20,mifgsm20,cw20", "White-box attacks at --eps (cleverhans): fgsm, "
                       "pgd<steps>[x<restarts>], mifgsm<steps>, cw<steps>[x<restarts>] (CW-inf: PGD on the margin).")
   flags.DEFINE_string("eps_sweep", "0,2/255,4/255,8/255,16/255", "Budgets of the PGD accuracy-vs-eps sweep "

@@ -53,6 +53,11 @@ class RunConfig:
     num_gpus: GPUs for "mirrored" (0 = all visible).
     jit_compile: XLA for the train step (explicit: Keras would pick it by device otherwise).
     verbose: Keras progress bar verbosity (1 = bar, 2 = one line per epoch, 0 = silent).
+    sync_bn: synchronized BatchNorm in the networks being trained (batch statistics over all
+      replicas: N replicas then train exactly like one device on the global batch).
+    scale_lr_with_replicas: multiply the weight learning rate by the number of replicas in sync
+      (linear scaling rule; the search's architecture learning rate is not scaled). Off: the
+      learning rate is the one for the global batch (`batch_size` is always global).
   """
   model_dir: str
   epochs: int = 1
@@ -62,6 +67,8 @@ class RunConfig:
   num_gpus: int = 0
   jit_compile: bool = False
   verbose: int = 1
+  sync_bn: bool = False
+  scale_lr_with_replicas: bool = False
 
   def __post_init__(self):
     if not self.model_dir:

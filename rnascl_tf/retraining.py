@@ -28,13 +28,15 @@ def check_genotype_matches_data(g: dict, info: data_lib.DatasetInfo, path: str) 
         "use the same --dataset/--image_size as the search")
 
 
-def build_child(g: dict, info: data_lib.DatasetInfo, path: str = "genotype") -> child_lib.ChildNet:
-  """The physically narrowed child network of a genotype."""
+def build_child(g: dict, info: data_lib.DatasetInfo, path: str = "genotype",
+                synchronized_bn: bool = False) -> child_lib.ChildNet:
+  """The physically narrowed child network of a genotype (synchronized BatchNorm for --sync_bn)."""
   space = ss.space_from_dict(g["search_space"]["definition"], source=f"genotype {path!r}")
   choices = {"widths": {b["name"]: b["width"] for b in g["blocks"]},
              "expansions": {b["name"]: b.get("expansion", b.get("expansion_options", [6])[0]) for b in g["blocks"]}}
   return child_lib.build_child_from_choices(space, choices, info.input_shape, info.num_classes, info.mean,
-                                            info.std, source=f"genotype {path!r}", name="student")
+                                            info.std, source=f"genotype {path!r}", name="student",
+                                            synchronized_bn=synchronized_bn)
 
 
 def warm_start_from_search(child: child_lib.ChildNet, g: dict, info, search_dir: str) -> None:
@@ -93,7 +95,7 @@ def retrain(run: RunConfig, data_cfg: data_lib.DataConfig, robust: RobustConfig,
                           gamma_cl=gamma_cl if use_cl else 0.0, cl_grid=cl_grid, tutor_map=tmap) if distil else None
 
   def build():
-    student = build_child(g, info, genotype_path)
+    student = build_child(g, info, genotype_path, synchronized_bn=run.sync_bn)
     taps = None
     if distil:
       _, taps = teacher_io.load_teacher(teacher_file, info.input_shape, info.num_classes, teacher_layers,
@@ -118,5 +120,6 @@ def retrain(run: RunConfig, data_cfg: data_lib.DataConfig, robust: RobustConfig,
       "history": out["history"], "wall_seconds": round(out["wall_seconds"], 1), "seed": run.seed,
       "flags": flag_record or {}, "student_path": best_path,
   }
-  io_utils.atomic_write_json(os.path.join(run.model_dir, "train_summary.json"), summary)
+  if out["is_chief"]:  # Multi-worker: only the chief writes.
+    io_utils.atomic_write_json(os.path.join(run.model_dir, "train_summary.json"), summary)
   return summary

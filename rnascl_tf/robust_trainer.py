@@ -47,7 +47,7 @@ class RobustTrainer(keras.Model):
   Args:
     net: the network (takes [0, 1] pixels, returns logits; `call_with_taps` for gamma_cl > 0).
     robust: adversarial-training settings.
-    seed: seed of the trainer's random generator (fast-FGSM random start).
+    seed: seed of the trainer's random generator (the random starts of PGD, TRADES and fast FGSM).
     teacher: optional `teacher_io.TeacherTaps` to distil from.
     distill: distillation weights and tutor map (needed with `teacher`).
 
@@ -98,17 +98,38 @@ class RobustTrainer(keras.Model):
     r = self.robust
     return attacks.AttackConfig(name=name, eps=r.eps, step_size=r.step_size, steps=steps, rand_init=True)
 
+  def _uniform_noise(self, x, radius: float):
+    """Uniform noise in [-radius, radius] shaped like this replica's batch `x`, seeded and replica-exact.
+
+    Drawn for the whole global batch from the trainer's SeedGenerator (same state on every replica,
+    checkpointed) and sliced at this replica's position, so 1 device and N replicas (each with an
+    equal share of the global batch, in order) start from the same points, and a resumed run
+    continues the same sequence.
+    """
+    import tensorflow as tf  # The replica context is tf.distribute's.
+    ctx = tf.distribute.get_replica_context()
+    replicas = ctx.num_replicas_in_sync if ctx is not None else 1
+    index = ctx.replica_id_in_sync_group if ctx is not None else 0
+    local = tf.shape(x)[0]
+    shape = tf.concat([[local * replicas], tf.shape(x)[1:]], axis=0)
+    noise = keras.random.uniform(shape, -radius, radius, seed=self.seed_generator)
+    return noise[index * local:(index + 1) * local]
+
   def adversarial_examples(self, x, y):
     """Training-time adversarial examples for the configured mode (None for standard training)."""
     r = self.robust
     if r.mode == "pgd":
-      return attacks.generate(self._infer, x, y, self._attack_config("pgd", r.steps))
+      # Our seeded random start (cleverhans' own uses unseeded tf.random ops), then cleverhans' steps.
+      x_start = x + self._uniform_noise(x, r.eps)
+      return attacks.generate(self._infer, x, y, self._attack_config("pgd", r.steps), x_start=x_start)
     if r.mode == "trades":
       clean_probs = ops.softmax(self._infer(x))
-      return attacks.generate(self._infer, x, clean_probs, self._attack_config("trades_kl", r.steps))
+      x_start = x + self._uniform_noise(x, min(attacks.TRADES_START_RADIUS, r.eps))
+      return attacks.generate(self._infer, x, clean_probs, self._attack_config("trades_kl", r.steps),
+                              x_start=x_start)
     if r.mode == "fast_fgsm":
       # Wong et al. 2020: uniform random start in the eps-ball, one FGSM step of 1.25 eps, projected.
-      delta = keras.random.uniform(ops.shape(x), -r.eps, r.eps, seed=self.seed_generator)
+      delta = self._uniform_noise(x, r.eps)
       x0 = ops.clip(x + delta, 0.0, 1.0)
       step = attacks.AttackConfig(name="fgsm", eps=1.25 * r.eps, rand_init=False)
       x1 = attacks.generate(self._infer, x0, y, step)

@@ -13,15 +13,15 @@ from rnascl_tf import callbacks as cbs
 from rnascl_tf import child as child_lib
 from rnascl_tf import cost as cost_lib
 from rnascl_tf import data as data_lib
+from rnascl_tf import distribute
+from rnascl_tf import distributed_loop
 from rnascl_tf import genotype as genotype_lib
 from rnascl_tf import io_utils
 from rnascl_tf import optim
 from rnascl_tf import plots
 from rnascl_tf import search_space as ss
 from rnascl_tf import teacher_io
-from rnascl_tf.checkpointing import Checkpointer
 from rnascl_tf.config import OptimConfig, RunConfig
-from rnascl_tf.distribute import make_strategy
 from rnascl_tf.search_model import SearchConfig, SearchModel, TemperatureSchedule, WeightOnlyWarmup
 from rnascl_tf.supernet import Supernet
 
@@ -59,12 +59,17 @@ def run_search(run: RunConfig, data_cfg: data_lib.DataConfig, optim_cfg: OptimCo
     fingerprint: settings a resumed run must share.
 
   Returns:
-    A summary dict (paths, genotype summary, wall time).
+    A summary dict (paths, genotype summary, wall time, the trained `model`, and `is_chief`: only
+    the chief writes files under multi-worker).
   """
   t0 = time.time()
   keras.utils.set_random_seed(run.seed)
   os.makedirs(run.model_dir, exist_ok=True)
-  strategy = make_strategy(run.strategy, run.num_gpus)
+  strategy = distribute.make_strategy(run.strategy, run.num_gpus)
+  distribute.check_global_batch(data_cfg.batch_size, strategy)
+  chief = distribute.is_chief(strategy)
+  optim_cfg = dataclasses.replace(optim_cfg, learning_rate=distribute.scaled_learning_rate(
+      optim_cfg.learning_rate, strategy, run.scale_lr_with_replicas))
   splits = data_lib.load_splits(data_cfg)
   info = splits.info
   space = dataclasses.replace(ss.resolve_space(space_spec), student_layers=student_layers)
@@ -72,7 +77,8 @@ def run_search(run: RunConfig, data_cfg: data_lib.DataConfig, optim_cfg: OptimCo
   with strategy.scope():
     teacher, taps = teacher_io.load_teacher(teacher_path, info.input_shape, info.num_classes, teacher_layers,
                                             assume_pixel_input=assume_pixel_input)
-    supernet = Supernet(space, info.input_shape, info.num_classes, info.mean, info.std, seed=run.seed)
+    supernet = Supernet(space, info.input_shape, info.num_classes, info.mean, info.std, seed=run.seed,
+                        synchronized_bn=run.sync_bn)
     supernet(np.zeros((1,) + tuple(info.input_shape), "float32"))
     arch_opt = keras.optimizers.Adam(arch_lr, weight_decay=arch_wd or None)
     model = SearchModel(supernet, taps, cfg, arch_opt, seed=run.seed)
@@ -81,31 +87,42 @@ def run_search(run: RunConfig, data_cfg: data_lib.DataConfig, optim_cfg: OptimCo
     arch_opt.build(model.arch_variables())
     model.compile(optimizer=w_opt, jit_compile=run.jit_compile)
   manifest = _teacher_manifest_for(teacher_path, teacher, taps, info.name)
-  ckpt = Checkpointer(run.model_dir, "search", fingerprint or {"seed": run.seed},
-                      {"supernet": supernet, "tutor_logits": model.tutor_logits, "weight_optimizer": w_opt,
-                       "arch_optimizer": arch_opt, "supernet_seed": supernet.seed_generator.state,
-                       "tutor_seed": model.tutor_seed.state})
+  ckpt = distributed_loop.checkpointer_for(
+      strategy, run.model_dir, "search", fingerprint or {"seed": run.seed},
+      {"supernet": supernet, "tutor_logits": model.tutor_logits, "weight_optimizer": w_opt,
+       "arch_optimizer": arch_opt, "supernet_seed": supernet.seed_generator.state,
+       "tutor_seed": model.tutor_seed.state})
   start_epoch = ckpt.restore()
   schedule = TemperatureSchedule(supernet.temperature, tau0, tau_decay, tau_min)
-  callbacks = [schedule, WeightOnlyWarmup(cfg.weight_only_epochs), cbs.NanGuard(run.model_dir),
-               keras.callbacks.TensorBoard(os.path.join(run.model_dir, "tb"), write_graph=False),
-               cbs.EpochCheckpoint(ckpt)]
+  callbacks = [schedule, WeightOnlyWarmup(cfg.weight_only_epochs), cbs.NanGuard(run.model_dir)]
+  if chief:  # Only the chief writes TensorBoard logs and artefacts.
+    callbacks.append(keras.callbacks.TensorBoard(os.path.join(run.model_dir, "tb"), write_graph=False))
+  callbacks.append(cbs.EpochCheckpoint(ckpt))
   if start_epoch < run.epochs:
     if start_epoch:
       print(f"Resuming the search in {run.model_dir} after epoch {start_epoch}/{run.epochs}")
     data = splits.search_dataset(rotating=arch_split == "rotating", skip_batches=start_epoch * steps_per_epoch)
-    model.fit(data, epochs=run.epochs,
-              initial_epoch=start_epoch, steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=run.verbose)
+    if distribute.is_multi_worker(strategy):  # Keras 3 fit is broken there (KERAS3.md): same step, own loop.
+      def logs():  # What train_step logs: no architecture terms during the weight-only warm-up.
+        skip = () if model.update_arch else ("arch_loss", "resource_factor")
+        return {m.name: m.result() for m in model.metrics if m.name not in skip}
+
+      distributed_loop.run_epochs(strategy, model, data, steps_per_epoch, start_epoch, run.epochs, callbacks,
+                                  logs_fn=logs, verbose=run.verbose if chief else 0, jit_compile=run.jit_compile)
+    else:
+      model.fit(data, epochs=run.epochs,
+                initial_epoch=start_epoch, steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=run.verbose)
   else:
     print(f"{run.model_dir}: all {run.epochs} search epochs already done; re-deriving the genotype")
 
   genotype = derive_genotype(supernet, model, space, info, manifest, run.seed, flag_record or {})
   genotype_path = os.path.join(run.model_dir, "genotype.json")
-  genotype_lib.save_genotype(genotype_path, genotype)
   history = ckpt.state.get("history", [])
-  _write_figures(run.model_dir, genotype, model, history, run.epochs)
+  if chief:
+    genotype_lib.save_genotype(genotype_path, genotype)
+    _write_figures(run.model_dir, genotype, model, history, run.epochs)
   return {"genotype_path": genotype_path, "genotype": genotype, "history": history,
-          "wall_seconds": time.time() - t0}
+          "wall_seconds": time.time() - t0, "model": model, "is_chief": chief}
 
 
 def derive_genotype(supernet, model, space, info, manifest: dict, seed: int, flag_record: dict) -> dict:

@@ -38,7 +38,7 @@ def train_teacher(run: RunConfig, data_cfg: data_lib.DataConfig, robust: RobustC
 
   def build():
     net = teachers.build_teacher(arch, info.input_shape, info.num_classes, info.mean, info.std,
-                                 **_knobs(arch, width, depth))
+                                 synchronized_bn=run.sync_bn, **_knobs(arch, width, depth))
     return net, None
 
   best_path = os.path.join(run.model_dir, "teacher.keras")
@@ -55,7 +55,8 @@ def train_teacher(run: RunConfig, data_cfg: data_lib.DataConfig, robust: RobustC
       "robust_training": {"mode": robust.mode, "eps": robust.eps, "step_size": robust.step_size,
                           "steps": robust.steps}})
   manifest_path = os.path.join(run.model_dir, "teacher_manifest.json")
-  io_utils.atomic_write_json(manifest_path, manifest)
+  if out["is_chief"]:  # Multi-worker: only the chief writes.
+    io_utils.atomic_write_json(manifest_path, manifest)
   return {"teacher_path": best_path, "manifest_path": manifest_path, "test": test, "test_attack": test["attack"],
           "best": out["best"], "wall_seconds": wall}
 

@@ -16,6 +16,7 @@ and convs as in the paper: blocks from 0, convs from 1). With these rules ResNet
 WRN-34-10 31, WRN-28-10 25, ResNet-50 49 and `small_cnn` 7 (METHOD.md section 5).
 """
 
+import functools
 from typing import Any, Dict, List, Sequence, Tuple
 
 import keras
@@ -42,8 +43,10 @@ def _conv(filters: int, kernel: int, stride: int, name: str) -> keras.layers.Con
       kernel_initializer="he_normal", name=name)
 
 
-def _bn(name: str) -> keras.layers.BatchNormalization:
-  return keras.layers.BatchNormalization(momentum=_BN_MOMENTUM, epsilon=_BN_EPSILON, name=name)
+def _bn(name: str, synchronized: bool = False) -> keras.layers.BatchNormalization:
+  # synchronized=True: batch statistics over all replicas under tf.distribute (same as one device).
+  return keras.layers.BatchNormalization(momentum=_BN_MOMENTUM, epsilon=_BN_EPSILON, synchronized=synchronized,
+                                         name=name)
 
 
 class _BasicBlock(keras.layers.Layer):
@@ -55,14 +58,15 @@ class _BasicBlock(keras.layers.Layer):
 
   CONV_TAPS = ("conv1", "conv2")
 
-  def __init__(self, filters: int, stride: int, projection: bool, **kwargs):
+  def __init__(self, filters: int, stride: int, projection: bool, synchronized_bn: bool = False, **kwargs):
     super().__init__(**kwargs)
+    bn = functools.partial(_bn, synchronized=synchronized_bn)
     self.conv1 = _conv(filters, 3, stride, "conv1")
-    self.bn1 = _bn("bn1")
+    self.bn1 = bn("bn1")
     self.conv2 = _conv(filters, 3, 1, "conv2")
-    self.bn2 = _bn("bn2")
+    self.bn2 = bn("bn2")
     self.shortcut_conv = _conv(filters, 1, stride, "shortcut_conv") if projection else None
-    self.shortcut_bn = _bn("shortcut_bn") if projection else None
+    self.shortcut_bn = bn("shortcut_bn") if projection else None
 
   def call(self, x, training=None):
     c1 = ops.relu(self.bn1(self.conv1(x), training=training))
@@ -82,16 +86,17 @@ class _Bottleneck(keras.layers.Layer):
   CONV_TAPS = ("conv1", "conv2", "conv3")
   EXPANSION = 4
 
-  def __init__(self, filters: int, stride: int, projection: bool, **kwargs):
+  def __init__(self, filters: int, stride: int, projection: bool, synchronized_bn: bool = False, **kwargs):
     super().__init__(**kwargs)
+    bn = functools.partial(_bn, synchronized=synchronized_bn)
     self.conv1 = _conv(filters, 1, 1, "conv1")
-    self.bn1 = _bn("bn1")
+    self.bn1 = bn("bn1")
     self.conv2 = _conv(filters, 3, stride, "conv2")
-    self.bn2 = _bn("bn2")
+    self.bn2 = bn("bn2")
     self.conv3 = _conv(filters * self.EXPANSION, 1, 1, "conv3")
-    self.bn3 = _bn("bn3")
+    self.bn3 = bn("bn3")
     self.shortcut_conv = _conv(filters * self.EXPANSION, 1, stride, "shortcut_conv") if projection else None
-    self.shortcut_bn = _bn("shortcut_bn") if projection else None
+    self.shortcut_bn = bn("shortcut_bn") if projection else None
 
   def call(self, x, training=None):
     c1 = ops.relu(self.bn1(self.conv1(x), training=training))
@@ -113,11 +118,12 @@ class _PreActBlock(keras.layers.Layer):
 
   CONV_TAPS = ("conv1", "conv2")
 
-  def __init__(self, filters: int, stride: int, projection: bool, **kwargs):
+  def __init__(self, filters: int, stride: int, projection: bool, synchronized_bn: bool = False, **kwargs):
     super().__init__(**kwargs)
-    self.bn1 = _bn("bn1")
+    bn = functools.partial(_bn, synchronized=synchronized_bn)
+    self.bn1 = bn("bn1")
     self.conv1 = _conv(filters, 3, stride, "conv1")
-    self.bn2 = _bn("bn2")
+    self.bn2 = bn("bn2")
     self.conv2 = _conv(filters, 3, 1, "conv2")
     self.shortcut_conv = _conv(filters, 1, stride, "shortcut_conv") if projection else None
 
@@ -145,13 +151,16 @@ class _TapResNet(keras.Model):
     stem_width: channels of the stem conv.
     block: "basic", "bottleneck" or "preact".
     imagenet_stem: 7x7 stride-2 conv + 3x3 stride-2 max-pool instead of a 3x3 stride-1 conv.
+    synchronized_bn: BatchNorm statistics over all replicas under tf.distribute (`--sync_bn`).
   """
 
   _BLOCKS = {"basic": _BasicBlock, "bottleneck": _Bottleneck, "preact": _PreActBlock}
 
   def __init__(self, image_shape, num_classes, mean, std, *, stage_blocks, stage_widths,
-               stage_strides, stem_width, block, imagenet_stem=False, **kwargs):
+               stage_strides, stem_width, block, imagenet_stem=False, synchronized_bn: bool = False, **kwargs):
     super().__init__(**kwargs)
+    self.synchronized_bn = bool(synchronized_bn)
+    bn = functools.partial(_bn, synchronized=self.synchronized_bn)
     image_shape = tuple(int(d) for d in image_shape)
     if len(image_shape) != 3 or min(image_shape) < 1:
       raise UserInputError(f"teacher input shape must be (H, W, C) with positive sizes, got {image_shape}")
@@ -168,7 +177,7 @@ class _TapResNet(keras.Model):
     self.normalizer = PixelNormalization(mean, std, name="normalize")
     self.stem_conv = _conv(stem_width, 7 if imagenet_stem else 3, 2 if imagenet_stem else 1, "stem_conv")
     # Pre-activation nets normalise the stem output inside the first block.
-    self.stem_bn = None if self._preact else _bn("stem_bn")
+    self.stem_bn = None if self._preact else bn("stem_bn")
     self.stem_pool = keras.layers.MaxPooling2D(3, 2, padding="same", name="stem_pool") if imagenet_stem else None
     expansion = getattr(block_cls, "EXPANSION", 1)
     self.blocks: List[keras.layers.Layer] = []
@@ -178,10 +187,11 @@ class _TapResNet(keras.Model):
       for b in range(n):
         block_stride = stride if b == 0 else 1
         projection = block_stride != 1 or in_width != width * expansion
-        self.blocks.append(block_cls(width, block_stride, projection, name=f"stage{s}_block{b}"))
+        self.blocks.append(block_cls(width, block_stride, projection, synchronized_bn=self.synchronized_bn,
+                                     name=f"stage{s}_block{b}"))
         self._block_prefixes.append(f"stage{s}/block{b}")
         in_width = width * expansion
-    self.final_bn = _bn("final_bn") if self._preact else None
+    self.final_bn = bn("final_bn") if self._preact else None
     self.pool = keras.layers.GlobalAveragePooling2D(name="pool")
     self.classifier = keras.layers.Dense(self.num_classes, name="logits")
 
@@ -235,6 +245,7 @@ class _TapResNet(keras.Model):
         "num_classes": self.num_classes,
         "mean": list(self.normalizer.mean),
         "std": list(self.normalizer.std),
+        "synchronized_bn": self.synchronized_bn,
     }
 
   @classmethod
@@ -426,7 +437,7 @@ def is_builtin_teacher(model) -> bool:
 
 
 def build_teacher(arch: str, input_shape: Sequence[int], num_classes: int, mean: Sequence[float],
-                  std: Sequence[float], **knobs) -> keras.Model:
+                  std: Sequence[float], synchronized_bn: bool = False, **knobs) -> keras.Model:
   """Builds a built-in teacher with its weights created (ready to count, train or load into).
 
   Args:
@@ -435,6 +446,7 @@ def build_teacher(arch: str, input_shape: Sequence[int], num_classes: int, mean:
     num_classes: number of logits.
     mean: per-channel pixel mean, applied inside the model.
     std: per-channel pixel standard deviation.
+    synchronized_bn: BatchNorm statistics over all replicas under tf.distribute (`--sync_bn`).
     **knobs: size knobs of the arch: `width_multiplier` for all; `depth` and `widen_factor` for
       `wide_resnet` (the `wrn34_10` / `wrn28_10` presets fix them). `None` values are ignored.
 
@@ -456,7 +468,8 @@ def build_teacher(arch: str, input_shape: Sequence[int], num_classes: int, mean:
         + (" (use --teacher_arch=wide_resnet to choose depth and widen_factor)" if fixed else ""))
   if "width_multiplier" in knobs and not float(knobs["width_multiplier"]) > 0:
     raise UserInputError(f"width_multiplier must be > 0, got {knobs['width_multiplier']}")
-  model = cls(tuple(input_shape), num_classes, list(mean), list(std), **fixed, **knobs, name=arch)
+  model = cls(tuple(input_shape), num_classes, list(mean), list(std), **fixed, **knobs,
+              synchronized_bn=synchronized_bn, name=arch)
   # A symbolic call creates every weight without computing anything (cheap even for WRN-34-10).
   model(keras.KerasTensor((None,) + tuple(int(d) for d in input_shape), dtype="float32"))
   return model

@@ -5,6 +5,7 @@ the model and its trainer there, fits with resumable checkpoints, keeps the best
 validation-split PGD accuracy (never the test split) and the last one, and evaluates both on test.
 """
 
+import dataclasses
 import os
 import time
 from typing import Callable, Dict, Optional, Tuple
@@ -16,11 +17,11 @@ import tensorflow as tf
 from rnascl_tf import attacks
 from rnascl_tf import callbacks as cbs
 from rnascl_tf import data as data_lib
+from rnascl_tf import distribute
+from rnascl_tf import distributed_loop
 from rnascl_tf import io_utils
 from rnascl_tf import optim
-from rnascl_tf.checkpointing import Checkpointer
 from rnascl_tf.config import OptimConfig, RobustConfig, RunConfig
-from rnascl_tf.distribute import make_strategy
 from rnascl_tf.robust_trainer import DistillConfig, RobustTrainer
 
 
@@ -69,12 +70,16 @@ def fit_robust(run: RunConfig, splits: data_lib.DataSplits, robust: RobustConfig
 
   Returns:
     {"net", "best" (selection record), "test_best", "test_last" (clean/PGD on test), "history",
-     "wall_seconds", "steps_per_epoch"}.
+     "wall_seconds", "steps_per_epoch", "is_chief" (False on non-chief workers, which must write nothing)}.
   """
   t0 = time.time()
   keras.utils.set_random_seed(run.seed)
   os.makedirs(run.model_dir, exist_ok=True)
-  strategy = make_strategy(run.strategy, run.num_gpus)
+  strategy = distribute.make_strategy(run.strategy, run.num_gpus)
+  distribute.check_global_batch(splits.config.batch_size, strategy)
+  chief = distribute.is_chief(strategy)
+  optim_cfg = dataclasses.replace(optim_cfg, learning_rate=distribute.scaled_learning_rate(
+      optim_cfg.learning_rate, strategy, run.scale_lr_with_replicas))
   steps_per_epoch = run.steps_per_epoch or splits.steps_per_epoch("train_full")
   info = splits.info
   with strategy.scope():
@@ -84,8 +89,9 @@ def fit_robust(run: RunConfig, splits: data_lib.DataSplits, robust: RobustConfig
     optimizer = optim.make_optimizer(optim_cfg, run.epochs * steps_per_epoch, steps_per_epoch)
     optimizer.build(net.trainable_variables)  # KERAS3.md rule 2: pre-build inside the scope.
     trainer.compile(optimizer=optimizer, jit_compile=run.jit_compile)
-  ckpt = Checkpointer(run.model_dir, stage, fingerprint or {"seed": run.seed},
-                      {"net": net, "optimizer": optimizer, "seed_state": trainer.seed_generator.state})
+  ckpt = distributed_loop.checkpointer_for(strategy, run.model_dir, stage, fingerprint or {"seed": run.seed},
+                                          {"net": net, "optimizer": optimizer,
+                                           "seed_state": trainer.seed_generator.state})
   start_epoch = ckpt.restore()
   if start_epoch == 0 and after_build is not None:
     after_build(net)
@@ -100,27 +106,36 @@ def fit_robust(run: RunConfig, splits: data_lib.DataSplits, robust: RobustConfig
   # Robust training keeps the checkpoint with the best validation PGD accuracy; plain training (a
   # baseline) the best clean one: its PGD accuracy is ~0 throughout and would pick at random.
   monitor = "val_clean_acc" if robust.mode == "standard" else "val_pgd_acc"
-  validation = cbs.RobustValidation(evaluate_val, monitor,
-                                     on_improve=lambda epoch, m: io_utils.atomic_save_keras(net, best_path),
-                                     best=ckpt.state.get("best"))
-  callbacks = [cbs.NanGuard(run.model_dir), validation,
-               keras.callbacks.TensorBoard(os.path.join(run.model_dir, "tb"), write_graph=False),
-               cbs.EpochCheckpoint(ckpt, lambda: {"best": validation.best})]
+  def save_best(epoch, metrics):
+    if chief:  # Only the chief writes artefacts; other workers evaluate in step and keep nothing.
+      io_utils.atomic_save_keras(net, best_path)
+
+  validation = cbs.RobustValidation(evaluate_val, monitor, on_improve=save_best, best=ckpt.state.get("best"))
+  callbacks = [cbs.NanGuard(run.model_dir), validation]
+  if chief:
+    callbacks.append(keras.callbacks.TensorBoard(os.path.join(run.model_dir, "tb"), write_graph=False))
+  callbacks.append(cbs.EpochCheckpoint(ckpt, lambda: {"best": validation.best}))
   if start_epoch < run.epochs:
     if start_epoch:
       print(f"Resuming {run.model_dir} after epoch {start_epoch}/{run.epochs}")
     data = splits.dataset("train_full", training=True, skip_batches=start_epoch * steps_per_epoch)
-    trainer.fit(data, epochs=run.epochs, initial_epoch=start_epoch, steps_per_epoch=steps_per_epoch,
-                callbacks=callbacks, verbose=run.verbose)
+    if distribute.is_multi_worker(strategy):  # Keras 3 fit is broken there (KERAS3.md): same step, own loop.
+      distributed_loop.run_epochs(strategy, trainer, data, steps_per_epoch, start_epoch, run.epochs, callbacks,
+                                  step=lambda batch: trainer.step(*batch), verbose=run.verbose if chief else 0,
+                                  jit_compile=run.jit_compile)
+    else:
+      trainer.fit(data, epochs=run.epochs, initial_epoch=start_epoch, steps_per_epoch=steps_per_epoch,
+                  callbacks=callbacks, verbose=run.verbose)
   else:
     print(f"{run.model_dir}: all {run.epochs} epochs already done; evaluating the saved checkpoints")
-  if last_path:
+  if last_path and chief:
     io_utils.atomic_save_keras(net, last_path)
 
   test_ds = splits.dataset("test", training=False)
   test_last = CleanPgdEvaluator(net, robust.eps, robust.step_size, test_attack_steps)(test_ds)
-  best_net = io_utils.load_keras_model(best_path, "best checkpoint") if os.path.exists(best_path) else net
+  # A non-chief worker does not read the chief's best file (it may still be being replaced).
+  best_net = io_utils.load_keras_model(best_path, "best checkpoint") if chief and os.path.exists(best_path) else net
   test_best = CleanPgdEvaluator(best_net, robust.eps, robust.step_size, test_attack_steps)(test_ds)
   return {"net": best_net, "best": validation.best, "test_best": test_best, "test_last": test_last,
           "history": ckpt.state.get("history", []), "wall_seconds": time.time() - t0,
-          "steps_per_epoch": steps_per_epoch}
+          "steps_per_epoch": steps_per_epoch, "is_chief": chief}
