@@ -32,6 +32,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from rnascl_tf import losses
 from rnascl_tf import search_space as ss
 from rnascl_tf.errors import UserInputError
 from rnascl_tf.layers import PixelNormalization
@@ -159,7 +160,7 @@ class InvertedResidual(keras.layers.Layer):
     self.project_bn.build((n, oh, ow, self.out_width))
     self.built = True
 
-  def call(self, x, mid_mask=None, out_mask=None, training=False):
+  def call(self, x, mid_mask=None, out_mask=None, training=False, tap_energies=False):
     """Runs the block.
 
     Args:
@@ -167,33 +168,36 @@ class InvertedResidual(keras.layers.Layer):
       mid_mask: optional [mid_width] mask applied after the expand and depthwise activations.
       out_mask: optional [out_width] mask applied to the project output and the block output.
       training: BN mode.
+      tap_energies: return each distillation tap as its channel energy [N, H, W, 1] computed by
+        `losses.masked_tap` (what the training steps use: a leaner backward pass) instead of the
+        activation itself.
 
     Returns:
       (y, taps) with taps a dict "expand" (absent without expand conv), "dw", "project", "out".
     """
+    def tap(value, mask):
+      if tap_energies:
+        return losses.masked_tap(value, mask)
+      if mask is not None:
+        value = value * ops.cast(mask, value.dtype)
+      return value, value
+
     taps = {}
     h = x
     if self.expand:
       h = self._act(self.expand_bn(self.expand_conv(h), training=training))
-      if mid_mask is not None:
-        h = h * ops.cast(mid_mask, h.dtype)
-      taps["expand"] = h
+      h, taps["expand"] = tap(h, mid_mask)
     h = self._act(self.dw_bn(self.dw(h), training=training))
-    if mid_mask is not None:
-      h = h * ops.cast(mid_mask, h.dtype)
-    taps["dw"] = h
+    h, taps["dw"] = tap(h, mid_mask)
     f = self.project_bn(self.project(h), training=training)
-    if out_mask is not None:
-      out_mask = ops.cast(out_mask, f.dtype)
-      f = f * out_mask
-    taps["project"] = f
+    f, taps["project"] = tap(f, out_mask)
     if self.residual:
       # mask(x + F) == mask(x) + mask(F): the masked tap can be reused.
       skip = match_channels(x, self.out_width)
-      y = f + (skip if out_mask is None else skip * out_mask)
+      y = f + (skip if out_mask is None else skip * ops.cast(out_mask, f.dtype))
     else:
       y = f
-    taps["out"] = y
+    y, taps["out"] = tap(y, None)  # Already masked.
     return y, taps
 
   def compute_output_shape(self, input_shape):
@@ -306,19 +310,23 @@ class BlockNet(keras.Model):
     layers["classifier"] = self.classifier
     return layers
 
-  def _run(self, x, training=False, masks=None):
+  def _run(self, x, training=False, masks=None, tap_energies=False):
     """Forward pass; `masks` is None or per block (mid_mask, out_mask).
 
     Returns:
-      (logits, taps) with taps in `student_layer_names` order.
+      (logits, taps) with taps in `student_layer_names` order: activations, or with `tap_energies`
+      their channel energies [N, H, W, 1] from `losses.masked_tap` (see `InvertedResidual.call`).
     """
     taps = {}
     h = self.norm(x)
     h = self._stem_act(self.stem_bn(self.stem(h), training=training))
-    taps["stem"] = h
+    if tap_energies:
+      h, taps["stem"] = losses.masked_tap(h)
+    else:
+      taps["stem"] = h
     for k, block in enumerate(self.blocks):
       mid_m, out_m = (None, None) if masks is None else masks[k]
-      h, block_taps = block(h, mid_mask=mid_m, out_mask=out_m, training=training)
+      h, block_taps = block(h, mid_mask=mid_m, out_mask=out_m, training=training, tap_energies=tap_energies)
       for key, value in block_taps.items():
         taps[f"{block.name}/{key}"] = value
     if self.space.head_width is not None:

@@ -17,25 +17,29 @@ _NORM_EPS = 1e-12
 TUTOR_MODES = ("gumbel", "gumbel_hard", "softmax", "argmax")
 
 
-def attention_maps(activation, grid: int):
-  """Spatial attention map of an activation, resized to a common grid and L2-normalised.
+def channel_energy(activation):
+  """sum_c A[b, h, w, c]^2 as a [B, H, W, 1] float32 "energy map" (the un-normalised attention map).
 
-  a[h, w] = sum_c A[h, w, c]^2, resized bilinearly (half-pixel centres, no antialiasing) to
+  Cast before squaring: float16/bfloat16 activations would overflow or lose the small values.
+  """
+  return ops.sum(ops.square(ops.cast(activation, "float32")), axis=-1, keepdims=True)
+
+
+def energy_maps(energy, grid: int):
+  """Attention maps from energy maps: resized bilinearly (half-pixel centres, no antialiasing) to
   grid x grid, flattened and divided by max(||a||_2, 1e-12) per example.
 
   Args:
-    activation: [B, H, W, C] tensor (any float dtype; computed in float32).
+    energy: [B, H, W, 1] from `channel_energy` (or `masked_tap`).
     grid: side of the common grid G.
 
   Returns:
-    [B, G*G] float32 tensor; each row has unit norm, or is all zero for an all-zero activation.
+    [B, G*G] float32 tensor; each row has unit norm, or is all zero for an all-zero map.
   """
-  # Cast before squaring: float16/bfloat16 activations would overflow or lose the small values.
-  a = ops.sum(ops.square(ops.cast(activation, "float32")), axis=-1, keepdims=True)
-  h, w = activation.shape[1], activation.shape[2]
+  a = ops.cast(energy, "float32")
   # Resizing the 1-channel map, not the activation, is C times cheaper and gives the same result
   # (bilinear resize is linear per channel, and the channel sum commutes with it).
-  if h != grid or w != grid:
+  if a.shape[1] != grid or a.shape[2] != grid:
     a = ops.image.resize(a, (grid, grid), interpolation="bilinear", antialias=False)
   a = ops.reshape(a, (-1, grid * grid))
   # sqrt(max(|a|^2, eps^2)) == max(|a|, eps), but never differentiates sqrt at 0: under XLA
@@ -45,11 +49,82 @@ def attention_maps(activation, grid: int):
   return a / ops.sqrt(ops.maximum(sq_norm, _NORM_EPS * _NORM_EPS))
 
 
-def _stack_maps(acts: Sequence, grid: int):
-  """[B, n, G*G] stack of the attention maps of a list of activations."""
-  if not acts:
+def attention_maps(activation, grid: int):
+  """Spatial attention map of an activation: `energy_maps(channel_energy(activation), grid)`.
+
+  Args:
+    activation: [B, H, W, C] tensor (any float dtype; computed in float32).
+    grid: side of the common grid G.
+
+  Returns:
+    [B, G*G] float32 tensor; each row has unit norm, or is all zero for an all-zero activation.
+  """
+  return energy_maps(channel_energy(activation), grid)
+
+
+def masked_tap(value, mask=None):
+  """(value * mask, channel_energy(value * mask)) for a student tap, with a memory-lean gradient.
+
+  The result is what `value * mask` and `channel_energy` of it compute, and so are the gradients.
+  What differs is what the backward pass must keep. Autodiff of the two-step form keeps the product
+  `value * mask` for the square's gradient (in the architecture phase nothing else keeps it: no
+  weight gradient needs it) and computes the energy's contribution to d/d(value) as soon as the loss
+  exists, holding one activation-sized tensor per tap until the main backward pass reaches it.
+  Here one gradient function takes both incoming gradients and needs only `value` and `mask`, which
+  the mask's own gradient keeps anyway. Measured in scripts/bench_memory.py (BUILD.md).
+
+  Args:
+    value: [B, H, W, C] activation.
+    mask: optional [C] channel mask (the supernet's expected width mask); None for an unmasked tap.
+
+  Returns:
+    (masked value [B, H, W, C] in value's dtype, energy [B, H, W, 1] float32).
+  """
+  if mask is None:
+    return _tap_energy(value)
+  return _masked_tap_energy(value, ops.cast(mask, value.dtype))
+
+
+def _energy_grad(value, g_energy):
+  """2 * value * g_energy in value's dtype (g_energy: [B, H, W, 1] float32, or None if unused)."""
+  if g_energy is None:
+    return None
+  return value * ops.cast(2.0 * g_energy, value.dtype)
+
+
+@tf.custom_gradient
+def _tap_energy(value):
+  def grad(g_value, g_energy):
+    extra = _energy_grad(value, g_energy)
+    if g_value is None:
+      return extra
+    return g_value if extra is None else g_value + extra
+
+  return (tf.identity(value), channel_energy(value)), grad
+
+
+@tf.custom_gradient
+def _masked_tap_energy(value, mask):
+  out = value * mask
+
+  def grad(g_out, g_energy):
+    # With G = g_out + 2 value mask g_energy (the gradient w.r.t. `out`, energy term included):
+    # d/d value = G * mask and d/d mask = sum over B, H, W of G * value.
+    extra = _energy_grad(value, g_energy)
+    if extra is not None:
+      extra = extra * mask
+    g = extra if g_out is None else (g_out if extra is None else g_out + extra)
+    axes = list(range(len(value.shape) - 1))
+    return g * mask, ops.reshape(ops.sum(g * value, axis=axes), ops.shape(mask))
+
+  return (out, channel_energy(out)), grad
+
+
+def _stack_maps(energies: Sequence, grid: int):
+  """[B, n, G*G] stack of the attention maps of a list of energy maps."""
+  if not energies:
     raise ValueError("need at least one activation to distil from / to")
-  return ops.stack([attention_maps(x, grid) for x in acts], axis=1)
+  return ops.stack([energy_maps(e, grid) for e in energies], axis=1)
 
 
 def layer_distances(student_acts: Sequence, teacher_acts: Sequence, grid: int):
@@ -67,8 +142,18 @@ def layer_distances(student_acts: Sequence, teacher_acts: Sequence, grid: int):
   Returns:
     [B, n_s, n_t] float32 tensor of squared L2 distances.
   """
-  s = _stack_maps(student_acts, grid)
-  t = _stack_maps(teacher_acts, grid)
+  return layer_distances_from_energies([channel_energy(a) for a in student_acts],
+                                       [channel_energy(a) for a in teacher_acts], grid)
+
+
+def layer_distances_from_energies(student_energies: Sequence, teacher_energies: Sequence, grid: int):
+  """`layer_distances` from energy maps [B, H, W, 1] (`channel_energy`, `masked_tap`).
+
+  The training steps use this form: the teacher's activations are reduced to energies as soon as
+  the teacher has run (so they are not kept), the student's come from `masked_tap`.
+  """
+  s = _stack_maps(student_energies, grid)
+  t = _stack_maps(teacher_energies, grid)
   dot = ops.einsum("bid,bjd->bij", s, t)
   s_sq = ops.sum(ops.square(s), axis=-1)[:, :, None]
   t_sq = ops.sum(ops.square(t), axis=-1)[:, None, :]

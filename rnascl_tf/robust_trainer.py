@@ -138,18 +138,18 @@ class RobustTrainer(keras.Model):
 
   def _forward(self, x, with_taps: bool):
     if with_taps:
-      return self.net.call_with_taps(x, training=True)
+      return self.net.call_with_taps(x, training=True, tap_energies=True)
     return self.net(x, training=True), None
 
   def _distillation(self, logits, taps, t_out):
     """Per-example lambda * KL + gamma * L_CL against the frozen teacher outputs `t_out`."""
     d = self.distill
-    t_logits, t_acts = t_out
+    t_logits, t_energies = t_out
     kl = losses.kd_kl(t_logits, logits, temperature=d.kd_temperature)
     self.kd_tracker.update_state(ops.mean(kl))
     per_example = d.lambda_kd * kl
     if d.gamma_cl > 0:
-      cl = losses.fixed_tutor_loss(losses.layer_distances(taps, t_acts, d.cl_grid), d.tutor_map)
+      cl = losses.fixed_tutor_loss(losses.layer_distances_from_energies(taps, t_energies, d.cl_grid), d.tutor_map)
       self.cl_tracker.update_state(ops.mean(cl))
       per_example = per_example + d.gamma_cl * cl
     return per_example
@@ -167,7 +167,8 @@ class RobustTrainer(keras.Model):
       # Distil on what the student is trained on; the teacher is frozen and outside the tape.
       x_kd = x if r.mode in ("standard", "trades") else x_adv
       t_logits, t_acts = self._teacher(x_kd)
-      t_out = (ops.stop_gradient(t_logits), [ops.stop_gradient(a) for a in t_acts])
+      # Only the teacher's energy maps are kept, not its activations (see losses.masked_tap).
+      t_out = (ops.stop_gradient(t_logits), [losses.channel_energy(ops.stop_gradient(a)) for a in t_acts])
     with _tape() as tape:
       if r.mode == "standard":
         logits, taps = self._forward(x, with_taps)

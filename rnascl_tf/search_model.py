@@ -132,14 +132,14 @@ class SearchModel(keras.Model):
   def tutor_probabilities(self):
     return ops.softmax(self.tutor_logits, axis=-1)
 
-  def _objective(self, x, y, teacher_logits, teacher_acts, training_mode: str):
-    """Per-example loss terms of the supernet on (x, y) against the teacher outputs."""
-    out = self.supernet.forward(x, training=True, mode=training_mode)
+  def _objective(self, x, y, teacher_logits, teacher_energies, training_mode: str):
+    """Per-example loss terms of the supernet on (x, y) against the teacher's logits and tap energies."""
+    out = self.supernet.forward(x, training=True, mode=training_mode, tap_energies=True)
     logits = out["logits"]
     g = losses.tutor_weights(self.tutor_logits, self.supernet.temperature, self.tutor_seed, mode="gumbel")
     ce = losses.cross_entropy(y, logits)
     kl = losses.kd_kl(teacher_logits, logits, temperature=self.cfg.kd_temperature)
-    dist = losses.layer_distances(out["taps"], teacher_acts, self.cfg.cl_grid)
+    dist = losses.layer_distances_from_energies(out["taps"], teacher_energies, self.cfg.cl_grid)
     cl = losses.cross_layer_loss(dist, g)
     per_example = ce + self.cfg.lambda_kd * kl + self.cfg.gamma_cl * cl
     return per_example, {"ce": ce, "kl": kl, "cl": cl, "logits": logits, "width_weights": out["width_weights"],
@@ -149,21 +149,23 @@ class SearchModel(keras.Model):
     cost = self.supernet.expected_cost(parts["width_weights"], parts["expansion_weights"])
     return {k: ops.cast(v, "float32") for k, v in cost.items()}
 
+  def _teacher_outputs(self, x):
+    """(logits, tap energy maps) of the frozen teacher, gradient-free."""
+    logits, acts = self._teacher(x)
+    return ops.stop_gradient(logits), [losses.channel_energy(ops.stop_gradient(a)) for a in acts]
+
   def step(self, data):
     """One per-replica bilevel step; returns the per-replica scaled weight loss."""
     (x_w, y_w), (x_a, y_a) = data
-    # The teacher runs once per batch, frozen, outside both tapes (KERAS3.md rule 10).
-    t_logits_w, t_acts_w = self._teacher(x_w)
-    t_logits_w = ops.stop_gradient(t_logits_w)
-    t_acts_w = [ops.stop_gradient(a) for a in t_acts_w]
+    # The teacher runs once per batch, frozen, outside both tapes (KERAS3.md rule 10); only its
+    # logits and tap energy maps are kept, not its activations (memory: BUILD.md benchmarks).
+    t_logits_w, t_energy_w = self._teacher_outputs(x_w)
     cost = None
     if self.update_arch:
-      t_logits_a, t_acts_a = self._teacher(x_a)
-      t_logits_a = ops.stop_gradient(t_logits_a)
-      t_acts_a = [ops.stop_gradient(a) for a in t_acts_a]
+      t_logits_a, t_energy_a = self._teacher_outputs(x_a)
       arch_vars = self.arch_variables()
       with tf.GradientTape() as tape:
-        per_example, parts = self._objective(x_a, y_a, t_logits_a, t_acts_a, "gumbel")
+        per_example, parts = self._objective(x_a, y_a, t_logits_a, t_energy_a, "gumbel")
         cost = self._expected_cost(parts)
         factor = resource_factor(cost, self.cfg)
         arch_loss = losses.replica_mean(per_example) * factor
@@ -172,7 +174,7 @@ class SearchModel(keras.Model):
       self._trackers["resource_factor"].update_state(factor)
     weight_vars = self.weight_variables()
     with tf.GradientTape() as tape:
-      per_example, parts = self._objective(x_w, y_w, t_logits_w, t_acts_w, "gumbel")
+      per_example, parts = self._objective(x_w, y_w, t_logits_w, t_energy_w, "gumbel")
       loss = losses.replica_mean(per_example)
     self.optimizer.apply(tape.gradient(loss, weight_vars), weight_vars)
     if cost is None:

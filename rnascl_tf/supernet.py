@@ -145,20 +145,21 @@ class Supernet(blocks.BlockNet):
 
   # --- forward ---------------------------------------------------------------------------------
 
-  def forward(self, x, training: bool = False, mode: str = "gumbel") -> dict:
+  def forward(self, x, training: bool = False, mode: str = "gumbel", tap_energies: bool = False) -> dict:
     """Runs the supernet under one architecture-weight mode.
 
     Args:
       x: [N, H, W, C] pixels in [0, 1].
       training: BN mode.
       mode: one of `MODES` (see `arch_weights`).
+      tap_energies: taps as channel energies [N, H, W, 1] (`losses.masked_tap`), for the loss.
 
     Returns:
       dict with "logits" [N, classes], "taps" (list in `student_layer_names` order), and the
       per-block "width_weights" and "expansion_weights" actually used (for `expected_cost`).
     """
     width_w, exp_w = self.arch_weights(mode)
-    logits, taps = self._run(x, training=training, masks=self.masks(width_w, exp_w))
+    logits, taps = self._run(x, training=training, masks=self.masks(width_w, exp_w), tap_energies=tap_energies)
     return {"logits": logits, "taps": taps, "width_weights": width_w, "expansion_weights": exp_w}
 
   def call(self, x, training=False):

@@ -331,3 +331,71 @@ def test_entropy_uniform_and_one_hot():
   np.testing.assert_allclose(ops.convert_to_numpy(losses.entropy(probs)), [math.log(4), 0.0], atol=1e-6)
   np.testing.assert_allclose(ops.convert_to_numpy(losses.entropy(probs.T, axis=0)), [math.log(4), 0.0],
                              atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# Energy maps and the memory-lean student tap
+
+
+def test_layer_distances_from_energies_equal_layer_distances():
+  rng = np.random.default_rng(5)
+  student, teacher = _acts(rng, STUDENT_SHAPES), _acts(rng, TEACHER_SHAPES)
+  want = ops.convert_to_numpy(losses.layer_distances(student, teacher, 4))
+  got = ops.convert_to_numpy(losses.layer_distances_from_energies(
+      [losses.channel_energy(a) for a in student], [losses.channel_energy(a) for a in teacher], 4))
+  np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(got, _np_distances(student, teacher, 4), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("masked", [True, False], ids=["masked", "unmasked"])
+@pytest.mark.parametrize("use", ["both", "energy_only", "value_only"])
+def test_masked_tap_matches_autodiff_of_the_plain_form(masked, use):
+  """Same values and same gradients (w.r.t. the value and the mask) as value * mask + channel_energy,
+  whichever of its two outputs the loss uses."""
+  rng = np.random.default_rng(6)
+  value = tf.constant(rng.standard_normal((3, 5, 5, 4)).astype("float32"))
+  mask = tf.constant(rng.uniform(size=(4,)).astype("float32"))
+  teacher = [losses.channel_energy(a) for a in _acts(rng, [(3, 4, 4, 6)])]
+
+  def loss_and_grads(fused):
+    with tf.GradientTape() as tape:
+      tape.watch([value, mask])
+      m = mask if masked else None
+      if fused:
+        out, energy = losses.masked_tap(value, m)
+      else:
+        out = value * mask if masked else value
+        energy = losses.channel_energy(out)
+      terms = []
+      if use in ("both", "energy_only"):
+        terms.append(tf.reduce_sum(losses.layer_distances_from_energies([energy], teacher, 2)))
+      if use in ("both", "value_only"):
+        terms.append(tf.reduce_sum(tf.sin(out)))
+      loss = tf.add_n(terms)
+    grads = tape.gradient(loss, [value, mask] if masked else [value])
+    return out, energy, loss, grads
+
+  out_f, energy_f, loss_f, grads_f = loss_and_grads(True)
+  out_p, energy_p, loss_p, grads_p = loss_and_grads(False)
+  np.testing.assert_allclose(out_f.numpy(), out_p.numpy(), rtol=1e-6)
+  np.testing.assert_allclose(energy_f.numpy(), energy_p.numpy(), rtol=1e-6)
+  np.testing.assert_allclose(loss_f.numpy(), loss_p.numpy(), rtol=1e-6)
+  for got, want in zip(grads_f, grads_p):
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
+    assert np.any(got.numpy() != 0)
+
+
+def test_masked_tap_under_xla_keeps_a_dead_tap_finite():
+  value = tf.zeros((2, 4, 4, 3))
+  teacher = [tf.ones((2, 4, 4, 1))]
+
+  @tf.function(jit_compile=True)
+  def grads(v):
+    with tf.GradientTape() as tape:
+      tape.watch(v)
+      _, energy = losses.masked_tap(v, tf.ones((3,)))
+      loss = tf.reduce_sum(losses.layer_distances_from_energies([energy], teacher, 2))
+    return tape.gradient(loss, v)
+
+  g = grads(value).numpy()
+  assert np.all(np.isfinite(g)) and not np.any(g)
