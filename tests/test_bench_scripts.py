@@ -1,0 +1,119 @@
+"""Smoke tests of the benchmark scripts (scripts/bench_*.py).
+
+Each script runs with --tiny (tiny space, 16x16 inputs, batch 4, one round) and must write its JSON
+with the common keys and its own result keys. The numbers are meaningless at that size and are not
+checked. The timing scripts run in this process through their `main(argv)` (a fresh interpreter
+would spend most of the budget importing TensorFlow); the memory script must start its workers as
+fresh processes, so its test runs two of them.
+"""
+
+import importlib
+import json
+import os
+import sys
+
+import pytest
+
+import helpers
+
+SCRIPTS = os.path.join(helpers.REPO, "scripts")
+COMMON_KEYS = ("schema", "version", "benchmark", "created_utc", "command", "tiny", "machine_shared", "note",
+               "settings", "device", "method", "results", "targets", "all_targets_met", "wall_seconds")
+DEVICE_KEYS = ("cpu_model", "logical_cores", "usable_cores", "load_average_1_5_15", "gpus", "accelerator",
+               "tensorflow", "keras", "python", "load_average_at_end")
+
+
+def _script(name):
+  if SCRIPTS not in sys.path:
+    sys.path.insert(0, SCRIPTS)
+  return importlib.import_module(name)
+
+
+def _run(name, tmp_path, *extra):
+  out = str(tmp_path / f"{name}.json")
+  payload = _script(name).main(["--tiny", f"--out={out}", "--machine_shared", "--note=smoke test", *extra])
+  with open(out, encoding="utf-8") as f:
+    data = json.load(f)
+  assert data == json.loads(json.dumps(payload))  # The returned payload is what was written.
+  for key in COMMON_KEYS:
+    assert key in data, key
+  for key in DEVICE_KEYS:
+    assert key in data["device"], key
+  assert data["tiny"] is True and data["machine_shared"] is True and data["note"] == "smoke test"
+  assert data["targets"], "every benchmark states at least one target"
+  for t in data["targets"].values():
+    assert set(t) >= {"value", "comparison", "limit", "met"}
+    assert isinstance(t["met"], bool)
+  assert data["all_targets_met"] == all(t["met"] for t in data["targets"].values())
+  assert not [f for f in os.listdir(tmp_path) if f.startswith(".")], "temp files left behind"
+  return data
+
+
+def _timing(entry):
+  assert set(entry) >= {"median_s", "min_s", "max_s", "repeats", "samples_s"}
+  assert entry["median_s"] > 0 and len(entry["samples_s"]) == entry["repeats"]
+
+
+def test_bench_search_step(tmp_path):
+  data = _run("bench_search_step", tmp_path, "--without_cl")
+  r = data["results"]
+  for key in ("search_step", "plain_step", "teacher_inference_both_batches", "search_step_without_cl"):
+    _timing(r[key])
+  assert r["overhead_ratio_without_cl"]["median_of_round_ratios"] > 0
+  assert set(r["overhead_ratio"]) >= {"median_of_round_ratios", "ratio_of_medians"}
+  assert r["images_per_second"] > 0 and r["student_layers"] == 10 and r["teacher_layers"] == 7
+  assert set(data["targets"]) == {"search_step_overhead"}
+  assert data["settings"]["space"] == "tiny" and data["settings"]["batch_size"] == 4
+
+
+def test_bench_cl_loss(tmp_path):
+  data = _run("bench_cl_loss", tmp_path)
+  (config,) = data["results"]["configs"]
+  assert (config["space"], config["teacher"]) == ("tiny", "wide_resnet")
+  assert (config["student_layers"], config["teacher_layers"]) == (10, 7)  # WRN-10: 1 + 2 x 3 conv taps.
+  _timing(config["search_step"])
+  _timing(config["cl_isolated"])
+  assert config["cl_fraction"]["median_of_round_ratios"] > 0
+  _timing(config["ablation"]["search_step_without_cl"])
+  full = config["full_width_taps"]
+  assert full["widen_factor"] == 2 and full["estimated_full_width_step_s"] > 0
+  (teacher,) = data["results"]["teachers"]
+  _timing(teacher["teacher_inference_both_batches"])
+  assert teacher["full_width"]["teacher"]["knobs"] == {"depth": 10, "widen_factor": 2}
+  assert set(data["targets"]) == {"cl_fraction/tiny:wide_resnet"}
+
+
+def test_cross_layer_loss_removed_restores_the_module():
+  from rnascl_tf import losses
+  saved = losses.layer_distances_from_energies, losses.cross_layer_loss
+  with pytest.raises(RuntimeError):
+    with _script("bench_cl_loss").cross_layer_loss_removed():
+      assert losses.layer_distances_from_energies is not saved[0]
+      raise RuntimeError("boom")
+  assert (losses.layer_distances_from_energies, losses.cross_layer_loss) == saved
+
+
+def test_bench_attack(tmp_path):
+  data = _run("bench_attack", tmp_path)
+  r = data["results"]
+  for key in ("pgd", "fwd_bwd", "forward", "evaluate"):
+    _timing(r[key])
+  assert r["attack_ratio"]["median_of_round_ratios"] > 0 and r["evaluate_ratio_median_of_rounds"] > 0
+  assert r["attack_label"].startswith("PGD-3 ")
+  assert set(data["targets"]) == {"pgd_attack_ratio"}
+
+
+@pytest.mark.slow  # Four fresh worker processes (each imports TensorFlow): ~30 s on 2 idle cores.
+def test_bench_memory(tmp_path):
+  data = _run("bench_memory", tmp_path)
+  workers = data["results"]["workers"]
+  assert set(workers) == {"plain/jit_off", "search/jit_off", "plain/jit_off/bfc_allocator",
+                          "search/jit_off/bfc_allocator"}
+  for key, w in workers.items():
+    assert w[w["measure"]] > 0
+    assert len(w["maxrss_after_step_mb"]) == 2
+    assert w["cpu_allocator"] == ("bfc" if key.endswith("bfc_allocator") else "default")
+  assert workers["search/jit_off/bfc_allocator"]["tensor_peak_delta_mb"] > 0
+  ratios = data["results"]["ratios"]
+  assert ratios["search_vs_plain/jit_off"] > 0 and ratios["search_vs_plain_tensor_peak/jit_off"] > 0
+  assert set(data["targets"]) == {"search_vs_plain_peak_memory/jit_off", "search_vs_plain_tensor_peak/jit_off"}
