@@ -40,7 +40,8 @@ def define_run_flags(default_epochs: int = 1) -> None:
   flags.DEFINE_string("model_dir", None, "Run folder: checkpoints, TensorBoard logs, artefacts. Reusing it resumes.")
   flags.DEFINE_integer("epochs", default_epochs, "Training epochs.")
   flags.DEFINE_integer("steps_per_epoch", None, "Cap on steps per epoch (default: one pass over the split).")
-  flags.DEFINE_integer("seed", 0, "Run seed: split membership, data order, augmentation, random starts.")
+  if not _defined("seed"):  # Shared with the evaluation flags (same meaning).
+    flags.DEFINE_integer("seed", 0, "Run seed: split membership, data order, augmentation, random starts.")
   flags.DEFINE_enum("strategy", "default", ["default", "one_device", "mirrored", "multi_worker", "tpu"],
                     "tf.distribute strategy. multi_worker reads the standard TF_CONFIG variable (run the "
                     "same command on every worker; only the chief writes); tpu needs a reachable TPU.")
@@ -93,12 +94,14 @@ def define_robust_flags(mode: Optional[str] = "pgd") -> None:
     mode: default of --adv_mode; None leaves --adv_mode undefined (retraining derives the mode
       from --objective).
   """
-  if _defined("eps"):
+  if _defined("attack_steps"):
     return
   if mode is not None:
     flags.DEFINE_enum("adv_mode", mode, ["standard", "pgd", "trades", "fast_fgsm"], "Adversarial training.")
-  flags.DEFINE_string("eps", "8/255", "L-inf budget in pixel units of [0, 1] images (number or fraction).")
-  flags.DEFINE_string("step_size", "2/255", "PGD step in pixel units.")
+  if not _defined("eps"):  # --eps and --step_size are shared with the evaluation flags (same meaning).
+    flags.DEFINE_string("eps", "8/255", "L-inf budget in pixel units of [0, 1] images (number or fraction).")
+  if not _defined("step_size"):
+    flags.DEFINE_string("step_size", "2/255", "PGD step in pixel units.")
   flags.DEFINE_integer("attack_steps", 10, "PGD steps during adversarial training.")
   flags.DEFINE_float("trades_beta", 6.0, "TRADES beta.")
   flags.DEFINE_integer("val_attack_steps", 10, "PGD steps of the per-epoch validation attack (best checkpoint).")
@@ -258,8 +261,7 @@ def define_eval_flags() -> None:
   """Robustness-evaluation flags (python -m rnascl_tf.evaluate).
 
   --model, --eps, --step_size, --seed and --output_dir are common names, defined here only if
-  missing. An entry point that needs both groups must call `define_robust_flags` first: it skips
-  itself once --eps exists.
+  missing (`define_robust_flags` does the same for --eps and --step_size).
   """
   if _defined("attacks"):
     return

@@ -38,15 +38,30 @@ STATE_SCHEMA = "rnascl_tf/pipeline_state"
 
 
 class Stage:
-  """One pipeline stage: its entry point, arguments, artefact check and upstream dependencies."""
+  """One pipeline stage: its entry point, arguments, artefact check and upstream dependencies.
+
+  Args:
+    name: unique stage name (log file, state key).
+    module: entry point run as `python -m <module> <args>`.
+    args: its command-line arguments.
+    artefacts: files whose presence means the stage finished.
+    epochs: training epochs (0 for non-training stages), for the time estimate.
+    flagfile: the stage's flagfile; its content is part of the fingerprint.
+    model_dir: the stage's run folder (its run_state.json gives seconds per epoch).
+    after: names of the stages this one consumes; their fingerprints enter this one's, so redoing
+      one redoes its consumers. None: the previous stage in the list (a linear chain).
+  """
 
   def __init__(self, name: str, module: str, args: List[str], artefacts: List[str], epochs: int = 0,
-               flagfile: Optional[str] = None, model_dir: Optional[str] = None):
+               flagfile: Optional[str] = None, model_dir: Optional[str] = None,
+               after: Optional[List[str]] = None):
     self.name, self.module, self.args, self.artefacts = name, module, args, artefacts
-    self.epochs, self.flagfile, self.model_dir = epochs, flagfile, model_dir
+    self.epochs, self.flagfile, self.model_dir, self.after = epochs, flagfile, model_dir, after
 
   def fingerprint(self, upstream: str) -> str:
-    text = open(self.flagfile).read() if self.flagfile else ""
+    # Only the flag lines count: editing a flagfile's header comment does not redo a finished stage.
+    lines = open(self.flagfile).read().splitlines() if self.flagfile else []
+    text = "\n".join(l.strip() for l in lines if l.strip() and not l.strip().startswith("#"))
     blob = json.dumps({"module": self.module, "args": self.args, "flagfile": text, "upstream": upstream})
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -127,48 +142,74 @@ def _estimate_remaining(stages: List[Stage], done: int, observed: List[float]) -
   return f"~{seconds / 60:.0f} min (rough estimate)"
 
 
-def run_pipeline(run_dir: str, stages: List[Stage]) -> int:
-  """Runs or skips every stage, then writes the report. Returns the exit status."""
+def stage_fingerprints(stages: List[Stage]) -> dict:
+  """{stage name: fingerprint}: its module, args and flagfile, chained with those of its `after` stages."""
+  fingerprints = {}
+  for i, stage in enumerate(stages):
+    deps = stage.after if stage.after is not None else [s.name for s in stages[i - 1:i]]
+    unknown = [d for d in deps if d not in fingerprints]
+    if unknown:
+      raise ValueError(f"stage {stage.name}: `after` names {unknown}, which are not earlier stages")
+    fingerprints[stage.name] = stage.fingerprint("+".join(fingerprints[d] for d in deps))
+  return fingerprints
+
+
+def run_stages(run_dir: str, stages: List[Stage]) -> tuple:
+  """Runs or skips every stage in order (logs in <run_dir>/logs, state in pipeline_state.json).
+
+  Returns:
+    (state, status): the pipeline state ({"stages": {name: {fingerprint, seconds, command}}}) and the
+    exit status (0, or 4 when an evaluation's sanity check failed).
+
+  Raises:
+    UserInputError: a stage failed, or its artefacts were made with other flags.
+  """
   os.makedirs(os.path.join(run_dir, "logs"), exist_ok=True)
   state_path = os.path.join(run_dir, "pipeline_state.json")
   state = io_utils.read_json(state_path, "pipeline state") if os.path.exists(state_path) else {
       "schema": STATE_SCHEMA, "stages": {}}
   if state.get("schema") != STATE_SCHEMA:
     raise UserInputError(f"--run_dir {run_dir!r} holds a foreign pipeline_state.json; use a new --run_dir")
-  t0, upstream, observed, status = time.time(), "", [], 0
+  t0, fingerprints, observed, status = time.time(), stage_fingerprints(stages), [], 0
   for i, stage in enumerate(stages):
-    fp = stage.fingerprint(upstream)
+    fp = fingerprints[stage.name]
     prev = state["stages"].get(stage.name)
     label = f"[{i + 1}/{len(stages)}] {stage.name:<12}"
     if prev and prev.get("fingerprint") == fp and stage.artefacts_present():
       print(f"{label} skipped: its artefacts are valid for the same flags ({stage.artefacts[0]})", flush=True)
-    else:
-      if prev and prev.get("fingerprint") != fp and stage.artefacts_present():
-        raise UserInputError(f"stage {stage.name}: {stage.artefacts[0]} was made with other flags; use a new "
-                             f"--run_dir (or delete {os.path.dirname(stage.artefacts[0])!r} to redo it)")
-      log = os.path.join(run_dir, "logs", f"{stage.name}.log")
-      print(f"{label} running: python -m {stage.module} {' '.join(stage.args)}  (log: {log})", flush=True)
-      t_stage = time.time()
-      with open(log, "a") as out:
-        rc = subprocess.call([sys.executable, "-m", stage.module, *stage.args], stdout=out,
-                             stderr=subprocess.STDOUT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-      if rc == 4 and stage.module == "rnascl_tf.evaluate":
-        print(f"{label} SANITY CHECK FAILED (see {log}); continuing to the report", flush=True)
-        status = 4
-      elif rc != 0 or not stage.artefacts_present():
-        tail = open(log).read().splitlines()[-15:]
-        print("\n".join(tail), file=sys.stderr)
-        raise UserInputError(f"stage {stage.name} failed (exit {rc}); full log: {log}. Fix the cause and rerun the "
-                             "same command: finished stages are skipped")
-      state["stages"][stage.name] = {"fingerprint": fp, "seconds": round(time.time() - t_stage, 1),
-                                     "command": f"python -m {stage.module} {' '.join(stage.args)}"}
-      io_utils.atomic_write_json(state_path, state)
-      spe = _seconds_per_epoch(stage.model_dir)
-      if spe:
-        observed.append(spe)
-      print(f"{label} done in {time.time() - t_stage:.0f} s; elapsed {(time.time() - t0) / 60:.1f} min, "
-            f"remaining {_estimate_remaining(stages, i + 1, observed)}", flush=True)
-    upstream = fp
+      continue
+    if prev and prev.get("fingerprint") != fp and stage.artefacts_present():
+      raise UserInputError(f"stage {stage.name}: {stage.artefacts[0]} was made with other flags; use a new "
+                           f"--run_dir (or delete {os.path.dirname(stage.artefacts[0])!r} to redo it)")
+    log = os.path.join(run_dir, "logs", f"{stage.name}.log")
+    print(f"{label} running: python -m {stage.module} {' '.join(stage.args)}  (log: {log})", flush=True)
+    t_stage = time.time()
+    with open(log, "a") as out:
+      rc = subprocess.call([sys.executable, "-m", stage.module, *stage.args], stdout=out,
+                           stderr=subprocess.STDOUT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    if rc == 4 and stage.module == "rnascl_tf.evaluate":
+      print(f"{label} SANITY CHECK FAILED (see {log}); continuing", flush=True)
+      status = 4
+    elif rc != 0 or not stage.artefacts_present():
+      tail = open(log).read().splitlines()[-15:]
+      print("\n".join(tail), file=sys.stderr)
+      raise UserInputError(f"stage {stage.name} failed (exit {rc}); full log: {log}. Fix the cause and rerun the "
+                           "same command: finished stages are skipped")
+    state["stages"][stage.name] = {"fingerprint": fp, "seconds": round(time.time() - t_stage, 1),
+                                   "command": f"python -m {stage.module} {' '.join(stage.args)}"}
+    io_utils.atomic_write_json(state_path, state)
+    spe = _seconds_per_epoch(stage.model_dir)
+    if spe:
+      observed.append(spe)
+    print(f"{label} done in {time.time() - t_stage:.0f} s; elapsed {(time.time() - t0) / 60:.1f} min, "
+          f"remaining {_estimate_remaining(stages, i + 1, observed)}", flush=True)
+  return state, status
+
+
+def run_pipeline(run_dir: str, stages: List[Stage]) -> int:
+  """Runs or skips every stage, then writes the report. Returns the exit status."""
+  t0 = time.time()
+  state, status = run_stages(run_dir, stages)
   from rnascl_tf import report  # Imports TF/matplotlib: only once the stages are done.
   paths = report.write_report(run_dir, {s.name: state["stages"].get(s.name, {}).get("command") for s in stages})
   print(f"report: {paths['markdown']}\n        {paths['html']}\nexported model: "

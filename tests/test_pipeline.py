@@ -97,3 +97,39 @@ def test_pipeline_bad_flagfile_is_named(tmp_path):
   proc = helpers.run_cli("rnascl_tf.pipeline", f"--run_dir={tmp_path}", "--search_flagfile=flags/nope.flags",
                          check=False, timeout=120)
   assert proc.returncode == 2 and "--search_flagfile" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _fingerprints(train_b_args):
+  from rnascl_tf.pipeline import Stage, stage_fingerprints
+  stages = [Stage("teacher", "m.teacher", ["--a=1"], []), Stage("search", "m.search", ["--b=1"], []),
+            Stage("train_a", "m.train", ["--o=a"], [], after=["search"]),
+            Stage("train_b", "m.train", train_b_args, [], after=["search"]),
+            Stage("eval_a", "m.eval", ["--m=a"], [], after=["train_a"]),
+            Stage("eval_b", "m.eval", ["--m=b"], [], after=["train_b"]),
+            Stage("table", "m.table", [], [])]  # after=None: chained to the previous stage (eval_b).
+  return stage_fingerprints(stages)
+
+
+def test_stage_fingerprints_follow_declared_dependencies():
+  base, changed = _fingerprints(["--o=b"]), _fingerprints(["--o=b", "--epochs=3"])
+  assert {k for k in base if base[k] != changed[k]} == {"train_b", "eval_b", "table"}
+  assert len(set(base.values())) == len(base)  # Same module, other args or upstream: other fingerprint.
+
+
+def test_stage_fingerprints_reject_unknown_dependencies():
+  from rnascl_tf.pipeline import Stage, stage_fingerprints
+  with pytest.raises(ValueError, match="not earlier stages"):
+    stage_fingerprints([Stage("a", "m", [], [], after=["b"]), Stage("b", "m", [], [])])
+
+
+def test_fingerprint_ignores_flagfile_comments_but_not_flags(tmp_path):
+  from rnascl_tf.pipeline import Stage
+  path = tmp_path / "a.flags"
+
+  def fp(text):
+    path.write_text(text)
+    return Stage("s", "m", [], [], flagfile=str(path)).fingerprint("")
+
+  base = fp("# header\n--epochs=3\n")
+  assert fp("# a new header line\n# more\n\n--epochs=3\n") == base
+  assert fp("# header\n--epochs=4\n") != base
