@@ -68,11 +68,28 @@ def as_dataset(batches):
 
 
 def run_cli(module: str, *args, timeout=600, check=True, env=None) -> subprocess.CompletedProcess:
-  """Runs `python -m module args` from the repository root and returns the completed process."""
+  """Runs `python -m module args` (or `python script.py args` for a .py path) from the repository root
+  and returns the completed process."""
   full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
-  proc = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True,
+  target = [module] if module.endswith(".py") else ["-m", module]
+  proc = subprocess.run([sys.executable, *target, *args], cwd=REPO, capture_output=True, text=True,
                         timeout=timeout, env=full_env)
   if check and proc.returncode != 0:
     raise AssertionError(f"{module} exited {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\n"
                          f"stderr:\n{proc.stderr[-5000:]}")
   return proc
+
+
+def write_image_folder(root, split, per_class, size=(6, 5), fmt="png", classes=("cat", "dog", "emu"), seed=None):
+  """Writes random images as <root>/<split>/<class>/<NNN>.<fmt>; returns {path: (uint8 image, class)}."""
+  rng = np.random.default_rng(len(split) * 7 + per_class if seed is None else seed)
+  written = {}
+  for cls in classes:
+    os.makedirs(os.path.join(root, split, cls), exist_ok=True)
+    for i in range(per_class):
+      img = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+      path = os.path.join(root, split, cls, f"{i:03d}.{fmt}")
+      encoded = tf.io.encode_png(img) if fmt == "png" else tf.io.encode_jpeg(img)
+      tf.io.write_file(path, encoded)
+      written[path] = (img, cls)
+  return written

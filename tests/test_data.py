@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import SHARED_DATA
+import helpers
 from rnascl_tf import data
 from rnascl_tf.errors import UserInputError
 
@@ -311,18 +312,7 @@ def test_missing_tfds_dataset_fails_fast_without_network(tmp_path, monkeypatch):
 # Image folders.
 
 
-def _write_images(root, split, per_class, size=(6, 5), fmt="png", classes=("cat", "dog", "emu")):
-  rng = np.random.default_rng(len(split) * 7 + per_class)
-  written = {}
-  for cls in classes:
-    os.makedirs(os.path.join(root, split, cls), exist_ok=True)
-    for i in range(per_class):
-      img = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
-      path = os.path.join(root, split, cls, f"{i:03d}.{fmt}")
-      encoded = tf.io.encode_png(img) if fmt == "png" else tf.io.encode_jpeg(img)
-      tf.io.write_file(path, encoded)
-      written[path] = (img, cls)
-  return written
+_write_images = helpers.write_image_folder
 
 
 def test_image_folder_with_test_dir_and_cache_reuse(tmp_path, monkeypatch):
