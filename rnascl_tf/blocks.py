@@ -160,7 +160,7 @@ class InvertedResidual(keras.layers.Layer):
     self.project_bn.build((n, oh, ow, self.out_width))
     self.built = True
 
-  def call(self, x, mid_mask=None, out_mask=None, training=False, tap_energies=False):
+  def call(self, x, mid_mask=None, out_mask=None, training=False, tap_energies=None):
     """Runs the block.
 
     Args:
@@ -168,16 +168,17 @@ class InvertedResidual(keras.layers.Layer):
       mid_mask: optional [mid_width] mask applied after the expand and depthwise activations.
       out_mask: optional [out_width] mask applied to the project output and the block output.
       training: BN mode.
-      tap_energies: return each distillation tap as its channel energy [N, H, W, 1] computed by
-        `losses.masked_tap` (what the training steps use: a leaner backward pass) instead of the
-        activation itself.
+      tap_energies: None: taps are activations. "masked" / "unmasked": each tap is its channel
+        energy [N, H, W, 1] from `losses.masked_tap` with that `keep` (the training steps use
+        this: a leaner backward pass; "masked" when the weights are trained, "unmasked" when only
+        the architecture is).
 
     Returns:
       (y, taps) with taps a dict "expand" (absent without expand conv), "dw", "project", "out".
     """
     def tap(value, mask):
       if tap_energies:
-        return losses.masked_tap(value, mask)
+        return losses.masked_tap(value, mask, keep=tap_energies)
       if mask is not None:
         value = value * ops.cast(mask, value.dtype)
       return value, value
@@ -310,12 +311,12 @@ class BlockNet(keras.Model):
     layers["classifier"] = self.classifier
     return layers
 
-  def _run(self, x, training=False, masks=None, tap_energies=False):
+  def _run(self, x, training=False, masks=None, tap_energies=None):
     """Forward pass; `masks` is None or per block (mid_mask, out_mask).
 
     Returns:
       (logits, taps) with taps in `student_layer_names` order: activations, or with `tap_energies`
-      their channel energies [N, H, W, 1] from `losses.masked_tap` (see `InvertedResidual.call`).
+      ("masked" / "unmasked") their channel energies [N, H, W, 1] (see `InvertedResidual.call`).
     """
     taps = {}
     h = self.norm(x)

@@ -60,7 +60,7 @@ class ChildNet(blocks.BlockNet):
   def call_with_taps(self, x, training=False, tap_energies=False):
     """Returns (logits, taps) with taps in `student_layer_names` order (same names as the supernet);
     with `tap_energies`, each tap's channel energy [N, H, W, 1] (`losses.masked_tap`)."""
-    return self._run(x, training=training, tap_energies=tap_energies)
+    return self._run(x, training=training, tap_energies="masked" if tap_energies else None)
 
   def get_config(self):
     return {**self._base_config(), "widths": list(self.widths), "expansions": list(self.expansions)}

@@ -62,60 +62,85 @@ def attention_maps(activation, grid: int):
   return energy_maps(channel_energy(activation), grid)
 
 
-def masked_tap(value, mask=None):
+def masked_tap(value, mask=None, keep: str = "masked"):
   """(value * mask, channel_energy(value * mask)) for a student tap, with a memory-lean gradient.
 
-  The result is what `value * mask` and `channel_energy` of it compute, and so are the gradients.
-  What differs is what the backward pass must keep. Autodiff of the two-step form keeps the product
-  `value * mask` for the square's gradient (in the architecture phase nothing else keeps it: no
-  weight gradient needs it) and computes the energy's contribution to d/d(value) as soon as the loss
-  exists, holding one activation-sized tensor per tap until the main backward pass reaches it.
-  Here one gradient function takes both incoming gradients and needs only `value` and `mask`, which
-  the mask's own gradient keeps anyway. Measured in scripts/bench_memory.py (BUILD.md).
+  Values and gradients are those of the two-step form (`value * mask`, then `channel_energy`); what
+  differs is what the backward pass keeps. Autodiff of the two-step form computes the energy's
+  contribution 2 (value * mask) g_energy as soon as the loss exists and holds one activation-sized
+  tensor per tap until the main backward pass reaches the tap, and it keeps the product for the
+  square's gradient even where nothing else needs it. Here one gradient function takes both incoming
+  gradients, and `keep` picks the tensor it is written in, so that it keeps nothing the rest of the
+  backward pass does not keep already:
+
+  - "masked" (weight updates): the product `value * mask`, which the next layer keeps for its
+    weight gradient; the mask's gradient (not needed then) is pruned from the graph.
+  - "unmasked" (architecture updates): `value`, which the mask's own gradient keeps; no weight
+    gradient is taken, so nothing else would keep the product.
+
+  Measured in scripts/bench_memory.py (BUILD.md).
 
   Args:
     value: [B, H, W, C] activation.
     mask: optional [C] channel mask (the supernet's expected width mask); None for an unmasked tap.
+    keep: "masked" or "unmasked", see above (the same numbers either way).
 
   Returns:
     (masked value [B, H, W, C] in value's dtype, energy [B, H, W, 1] float32).
   """
+  if keep not in ("masked", "unmasked"):
+    raise ValueError(f"keep must be 'masked' or 'unmasked', got {keep!r}")
   if mask is None:
     return _tap_energy(value)
-  return _masked_tap_energy(value, ops.cast(mask, value.dtype))
+  mask = ops.cast(mask, value.dtype)
+  return (_masked_tap_energy_keep_product if keep == "masked" else _masked_tap_energy_keep_value)(value, mask)
 
 
-def _energy_grad(value, g_energy):
-  """2 * value * g_energy in value's dtype (g_energy: [B, H, W, 1] float32, or None if unused)."""
-  if g_energy is None:
-    return None
-  return value * ops.cast(2.0 * g_energy, value.dtype)
+def _two_g_energy(g_energy, dtype):
+  """2 * g_energy ([B, H, W, 1] float32) in the activation dtype, or None if the energy is unused."""
+  return None if g_energy is None else ops.cast(2.0 * g_energy, dtype)
+
+
+def _plus(a, b):
+  """a + b where either may be None (an unused output's gradient)."""
+  return b if a is None else (a if b is None else a + b)
 
 
 @tf.custom_gradient
 def _tap_energy(value):
   def grad(g_value, g_energy):
-    extra = _energy_grad(value, g_energy)
-    if g_value is None:
-      return extra
-    return g_value if extra is None else g_value + extra
+    two_ge = _two_g_energy(g_energy, value.dtype)
+    return _plus(g_value, None if two_ge is None else value * two_ge)
 
   return (tf.identity(value), channel_energy(value)), grad
 
 
+def _sum_to_mask(t, mask):
+  return ops.reshape(ops.sum(t, axis=list(range(len(t.shape) - 1))), ops.shape(mask))
+
+
 @tf.custom_gradient
-def _masked_tap_energy(value, mask):
+def _masked_tap_energy_keep_product(value, mask):
   out = value * mask
 
   def grad(g_out, g_energy):
-    # With G = g_out + 2 value mask g_energy (the gradient w.r.t. `out`, energy term included):
-    # d/d value = G * mask and d/d mask = sum over B, H, W of G * value.
-    extra = _energy_grad(value, g_energy)
-    if extra is not None:
-      extra = extra * mask
-    g = extra if g_out is None else (g_out if extra is None else g_out + extra)
-    axes = list(range(len(value.shape) - 1))
-    return g * mask, ops.reshape(ops.sum(g * value, axis=axes), ops.shape(mask))
+    # G = g_out + 2 out g_energy is the gradient w.r.t. out; d/d value = G mask, d/d mask = sum G value.
+    two_ge = _two_g_energy(g_energy, value.dtype)
+    g = _plus(g_out, None if two_ge is None else out * two_ge)
+    return g * mask, _sum_to_mask(g * value, mask)
+
+  return (out, channel_energy(out)), grad
+
+
+@tf.custom_gradient
+def _masked_tap_energy_keep_value(value, mask):
+  out = value * mask
+
+  def grad(g_out, g_energy):
+    # The same gradients as above with out = value * mask written out: only value and mask are used.
+    two_ge = _two_g_energy(g_energy, value.dtype)
+    g = _plus(g_out, None if two_ge is None else value * (two_ge * mask))
+    return g * mask, _sum_to_mask(g * value, mask)
 
   return (out, channel_energy(out)), grad
 

@@ -132,9 +132,10 @@ class SearchModel(keras.Model):
   def tutor_probabilities(self):
     return ops.softmax(self.tutor_logits, axis=-1)
 
-  def _objective(self, x, y, teacher_logits, teacher_energies, training_mode: str):
-    """Per-example loss terms of the supernet on (x, y) against the teacher's logits and tap energies."""
-    out = self.supernet.forward(x, training=True, mode=training_mode, tap_energies=True)
+  def _objective(self, x, y, teacher_logits, teacher_energies, training_mode: str, keep: str):
+    """Per-example loss terms of the supernet on (x, y) against the teacher's logits and tap energies;
+    `keep` is `losses.masked_tap`'s ("unmasked" for the architecture update, "masked" for the weights)."""
+    out = self.supernet.forward(x, training=True, mode=training_mode, tap_energies=keep)
     logits = out["logits"]
     g = losses.tutor_weights(self.tutor_logits, self.supernet.temperature, self.tutor_seed, mode="gumbel")
     ce = losses.cross_entropy(y, logits)
@@ -165,7 +166,7 @@ class SearchModel(keras.Model):
       t_logits_a, t_energy_a = self._teacher_outputs(x_a)
       arch_vars = self.arch_variables()
       with tf.GradientTape() as tape:
-        per_example, parts = self._objective(x_a, y_a, t_logits_a, t_energy_a, "gumbel")
+        per_example, parts = self._objective(x_a, y_a, t_logits_a, t_energy_a, "gumbel", "unmasked")
         cost = self._expected_cost(parts)
         factor = resource_factor(cost, self.cfg)
         arch_loss = losses.replica_mean(per_example) * factor
@@ -174,7 +175,7 @@ class SearchModel(keras.Model):
       self._trackers["resource_factor"].update_state(factor)
     weight_vars = self.weight_variables()
     with tf.GradientTape() as tape:
-      per_example, parts = self._objective(x_w, y_w, t_logits_w, t_energy_w, "gumbel")
+      per_example, parts = self._objective(x_w, y_w, t_logits_w, t_energy_w, "gumbel", "masked")
       loss = losses.replica_mean(per_example)
     self.optimizer.apply(tape.gradient(loss, weight_vars), weight_vars)
     if cost is None:

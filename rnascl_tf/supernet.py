@@ -145,14 +145,16 @@ class Supernet(blocks.BlockNet):
 
   # --- forward ---------------------------------------------------------------------------------
 
-  def forward(self, x, training: bool = False, mode: str = "gumbel", tap_energies: bool = False) -> dict:
+  def forward(self, x, training: bool = False, mode: str = "gumbel", tap_energies=None) -> dict:
     """Runs the supernet under one architecture-weight mode.
 
     Args:
       x: [N, H, W, C] pixels in [0, 1].
       training: BN mode.
       mode: one of `MODES` (see `arch_weights`).
-      tap_energies: taps as channel energies [N, H, W, 1] (`losses.masked_tap`), for the loss.
+      tap_energies: None (taps are activations), or "masked" / "unmasked": taps are channel
+        energies [N, H, W, 1] from `losses.masked_tap` with that `keep` ("masked" for a weight
+        update, "unmasked" for an architecture-only update).
 
     Returns:
       dict with "logits" [N, classes], "taps" (list in `student_layer_names` order), and the

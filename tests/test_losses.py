@@ -347,9 +347,10 @@ def test_layer_distances_from_energies_equal_layer_distances():
   np.testing.assert_allclose(got, _np_distances(student, teacher, 4), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("masked", [True, False], ids=["masked", "unmasked"])
+@pytest.mark.parametrize("masked, keep", [(True, "masked"), (True, "unmasked"), (False, "masked")],
+                         ids=["mask-keep_masked", "mask-keep_unmasked", "no_mask"])
 @pytest.mark.parametrize("use", ["both", "energy_only", "value_only"])
-def test_masked_tap_matches_autodiff_of_the_plain_form(masked, use):
+def test_masked_tap_matches_autodiff_of_the_plain_form(masked, keep, use):
   """Same values and same gradients (w.r.t. the value and the mask) as value * mask + channel_energy,
   whichever of its two outputs the loss uses."""
   rng = np.random.default_rng(6)
@@ -362,7 +363,7 @@ def test_masked_tap_matches_autodiff_of_the_plain_form(masked, use):
       tape.watch([value, mask])
       m = mask if masked else None
       if fused:
-        out, energy = losses.masked_tap(value, m)
+        out, energy = losses.masked_tap(value, m, keep=keep)
       else:
         out = value * mask if masked else value
         energy = losses.channel_energy(out)
@@ -383,6 +384,11 @@ def test_masked_tap_matches_autodiff_of_the_plain_form(masked, use):
   for got, want in zip(grads_f, grads_p):
     np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
     assert np.any(got.numpy() != 0)
+
+
+def test_masked_tap_rejects_an_unknown_keep():
+  with pytest.raises(ValueError, match="keep must be"):
+    losses.masked_tap(tf.zeros((1, 2, 2, 1)), tf.ones((1,)), keep="both")
 
 
 def test_masked_tap_under_xla_keeps_a_dead_tap_finite():
