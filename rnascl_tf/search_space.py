@@ -210,6 +210,16 @@ def _stage(blocks, stride, max_width, count, step, expansions=(6,)) -> Stage:
                width_options=options(count, step, max_width), expansions=tuple(expansions))
 
 
+def _with_stem_stride(space: SearchSpace, stem_stride) -> SearchSpace:
+  """`space` with --stem_stride applied (None keeps the space's own)."""
+  if stem_stride is None:
+    return space
+  try:
+    return dataclasses.replace(space, stem_stride=stem_stride)
+  except UserInputError as e:
+    raise UserInputError(f"--stem_stride: {e}") from None
+
+
 def get_space(name: str, stem_stride: Optional[int] = None) -> SearchSpace:
   """Returns a built-in search space.
 
@@ -252,12 +262,7 @@ def get_space(name: str, stem_stride: Optional[int] = None) -> SearchSpace:
   else:
     raise UserInputError(f"--search_space: unknown built-in space {name!r}; expected one of "
                          f"{list(BUILTIN_SPACES)} or a JSON file")
-  if stem_stride is not None:
-    try:
-      space = dataclasses.replace(space, stem_stride=stem_stride)
-    except UserInputError as e:
-      raise UserInputError(f"--stem_stride: {e}") from None
-  return space
+  return _with_stem_stride(space, stem_stride)
 
 
 def block_specs(space: SearchSpace) -> list:
@@ -432,12 +437,7 @@ def resolve_space(value: str, stem_stride: Optional[int] = None,
     raise UserInputError(f"{flag}: {value!r} is neither a built-in space {list(BUILTIN_SPACES)} "
                          "nor an existing JSON file")
   space = space_from_json(value, source=flag)
-  if stem_stride is not None:
-    try:
-      space = dataclasses.replace(space, stem_stride=stem_stride)
-    except UserInputError as e:
-      raise UserInputError(f"--stem_stride: {e}") from None
-  return space
+  return _with_stem_stride(space, stem_stride)
 
 
 def validate_choices(space: SearchSpace, widths: Sequence[int], expansions: Sequence[int],
