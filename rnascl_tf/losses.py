@@ -88,12 +88,12 @@ def masked_tap(value, mask=None, keep: str = "masked"):
   Returns:
     (masked value [B, H, W, C] in value's dtype, energy [B, H, W, 1] float32).
   """
-  if keep not in ("masked", "unmasked"):
+  if keep not in _MASKED_TAP_ENERGY:
     raise ValueError(f"keep must be 'masked' or 'unmasked', got {keep!r}")
   if mask is None:
     return _tap_energy(value)
   mask = ops.cast(mask, value.dtype)
-  return (_masked_tap_energy_keep_product if keep == "masked" else _masked_tap_energy_keep_value)(value, mask)
+  return _MASKED_TAP_ENERGY[keep](value, mask)
 
 
 def _two_g_energy(g_energy, dtype):
@@ -119,30 +119,27 @@ def _sum_to_mask(t, mask):
   return ops.reshape(ops.sum(t, axis=list(range(len(t.shape) - 1))), ops.shape(mask))
 
 
-@tf.custom_gradient
-def _masked_tap_energy_keep_product(value, mask):
-  out = value * mask
+def _masked_tap_energy(keep_product: bool):
+  """The custom-gradient op of `masked_tap` for one `keep` choice (same numbers, other kept tensor)."""
 
-  def grad(g_out, g_energy):
-    # G = g_out + 2 out g_energy is the gradient w.r.t. out; d/d value = G mask, d/d mask = sum G value.
-    two_ge = _two_g_energy(g_energy, value.dtype)
-    g = _plus(g_out, None if two_ge is None else out * two_ge)
-    return g * mask, _sum_to_mask(g * value, mask)
+  @tf.custom_gradient
+  def masked_tap_energy(value, mask):
+    out = value * mask
 
-  return (out, channel_energy(out)), grad
+    def grad(g_out, g_energy):
+      # G = g_out + 2 out g_energy is the gradient w.r.t. out (out = value * mask, written in the
+      # kept tensor); d/d value = G mask, d/d mask = sum over B, H, W of G value.
+      two_ge = _two_g_energy(g_energy, value.dtype)
+      extra = None if two_ge is None else (out * two_ge if keep_product else value * (two_ge * mask))
+      g = _plus(g_out, extra)
+      return g * mask, _sum_to_mask(g * value, mask)
+
+    return (out, channel_energy(out)), grad
+
+  return masked_tap_energy
 
 
-@tf.custom_gradient
-def _masked_tap_energy_keep_value(value, mask):
-  out = value * mask
-
-  def grad(g_out, g_energy):
-    # The same gradients as above with out = value * mask written out: only value and mask are used.
-    two_ge = _two_g_energy(g_energy, value.dtype)
-    g = _plus(g_out, None if two_ge is None else value * (two_ge * mask))
-    return g * mask, _sum_to_mask(g * value, mask)
-
-  return (out, channel_energy(out)), grad
+_MASKED_TAP_ENERGY = {"masked": _masked_tap_energy(True), "unmasked": _masked_tap_energy(False)}
 
 
 def _stack_maps(energies: Sequence, grid: int):

@@ -69,7 +69,7 @@ class Stage:
     return all(os.path.exists(p) for p in self.artefacts)
 
 
-def _flagfile_value(path: str, name: str) -> Optional[str]:
+def flagfile_value(path: str, name: str) -> Optional[str]:
   """The last --name=value of a flagfile (flagfiles are one flag per line)."""
   value = None
   for line in open(path):
@@ -94,20 +94,20 @@ def build_stages(run_dir: str, f) -> List[Stage]:
     ff = _check_flagfile(f.teacher_flagfile, "teacher_flagfile")
     stages.append(Stage("teacher", "rnascl_tf.train_teacher", [f"--flagfile={ff}", f"--model_dir={d('teacher')}"],
                         [d("teacher", "teacher.keras"), d("teacher", "teacher_manifest.json")],
-                        int(_flagfile_value(ff, "epochs") or 30), ff, d("teacher")))
+                        int(flagfile_value(ff, "epochs") or 30), ff, d("teacher")))
     teacher_path = d("teacher", "teacher.keras")
   elif not os.path.isfile(teacher_path):
     raise UserInputError(f"--teacher_path: no such file {teacher_path!r}")
   ff = _check_flagfile(f.search_flagfile, "search_flagfile")
   stages.append(Stage("search", "rnascl_tf.search", [f"--flagfile={ff}", f"--model_dir={d('search')}",
                                                       f"--teacher_path={teacher_path}"],
-                      [d("search", "genotype.json")], int(_flagfile_value(ff, "epochs") or 10), ff, d("search")))
+                      [d("search", "genotype.json")], int(flagfile_value(ff, "epochs") or 10), ff, d("search")))
   ff = _check_flagfile(f.train_flagfile, "train_flagfile")
   stages.append(Stage("train", "rnascl_tf.train", [f"--flagfile={ff}", f"--model_dir={d('train')}",
                                                    f"--genotype={d('search', 'genotype.json')}",
                                                    f"--teacher_path={teacher_path}"],
                       [d("train", "student.keras"), d("train", "train_summary.json")],
-                      int(_flagfile_value(ff, "epochs") or 30), ff, d("train")))
+                      int(flagfile_value(ff, "epochs") or 30), ff, d("train")))
   export_dir = d("export", f.model_name, str(f.version))
   stages.append(Stage("export", "rnascl_tf.export", [f"--model={d('train', 'student.keras')}",
                                                      f"--export_base={d('export')}", f"--model_name={f.model_name}",

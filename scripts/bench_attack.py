@@ -105,7 +105,7 @@ def main(argv=None) -> dict:
          "evaluate": lambda: evaluator.evaluate([(x, y)])}
   first = {}
   for name, fn in fns.items():
-    first[name] = round(bc.timed_first_call(fn), 2)
+    first[name] = round(bc.timed(fn), 2)  # First call: trace + compile + one run.
     bc.log(f"first call of {name}: {first[name]:.1f} s")
   timings = bc.time_interleaved(fns, repeats=repeats, warmup=warmup, log=bc.log)
 

@@ -222,11 +222,6 @@ def ratio(num: dict, den: dict, den_scale: float = 1.0) -> dict:
   return out
 
 
-def timed_first_call(fn: Callable[[], object]) -> float:
-  """Seconds of the first call (trace + compile + one run), for the record."""
-  return timed(fn)
-
-
 # --- results -------------------------------------------------------------------------------------
 
 def target(value: float, limit: float, comparison: str = "<=", what: str = "") -> dict:

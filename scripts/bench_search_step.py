@@ -82,7 +82,7 @@ def main(argv=None) -> dict:
   first = {}
   for name, fn in fns.items():
     bc.log(f"first call (trace + optimise + run) of {name} ...")
-    first[name] = round(bc.timed_first_call(fn), 2)
+    first[name] = round(bc.timed(fn), 2)  # First call: trace + compile + one run.
     bc.log(f"  {first[name]:.1f} s")
   bc.log(f"timing {repeats} interleaved rounds after {warmup} warm-up round(s)")
   timings = bc.time_interleaved(fns, repeats=repeats, warmup=warmup, log=bc.log)

@@ -31,7 +31,7 @@ if REPO not in sys.path:
 
 from rnascl_tf import io_utils  # noqa: E402
 from rnascl_tf.errors import UserInputError  # noqa: E402
-from rnascl_tf.pipeline import Stage, run_stages  # noqa: E402
+from rnascl_tf.pipeline import Stage, flagfile_value, run_stages  # noqa: E402
 
 DEFAULT_DATA = os.path.join(REPO, "..", "shared", "data", "cifar10-jpeg.tar.gz")
 # run name -> (objective, tutor map). The order is the table's.
@@ -98,7 +98,7 @@ def build_stages(args, data_root: str, seed: int) -> list:
   for key, path in ff.items():
     if not os.path.isfile(path):
       raise UserInputError(f"--flagfiles: no {key} flagfile {path!r}")
-  epochs = {k: int(_flag(ff[k], "epochs") or 0) for k in ff}
+  epochs = {k: int(flagfile_value(ff[k], "epochs") or 0) for k in ff}
   teacher = d("teacher", "teacher.keras")
   genotype = d("search", "genotype.json")
   stages = [
@@ -125,14 +125,6 @@ def build_stages(args, data_root: str, seed: int) -> list:
                          f"--output_dir={d('eval', name)}"],
                         [d("eval", name, "eval.json")], flagfile=ff["eval"], after=[f"train_{name}"]))
   return stages
-
-
-def _flag(path: str, name: str):
-  value = None
-  for line in open(path):
-    if line.strip().startswith(f"--{name}="):
-      value = line.strip().split("=", 1)[1]
-  return value
 
 
 def _attack_accuracy(ev: dict, prefix: str):
