@@ -33,6 +33,12 @@ def _defined(name: str) -> bool:
   return name in flags.FLAGS
 
 
+def _define_verbose() -> None:
+  if not _defined("verbose"):  # Shared by the training and evaluation entry points.
+    flags.DEFINE_integer("verbose", 1, "Progress output: 1 = progress bar (evaluation: one line per attack and "
+                         "batch), 2 = one line per epoch, 0 = silent.")
+
+
 def define_run_flags(default_epochs: int = 1) -> None:
   """Run control: --model_dir, --epochs, --seed, --strategy..."""
   if _defined("model_dir"):
@@ -53,7 +59,7 @@ def define_run_flags(default_epochs: int = 1) -> None:
                     "--learning_rate is for the global --batch_size.")
   flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step (explicit on purpose: Keras' "
                     "'auto' picks XLA on GPU only, so CPU tests and GPU runs would differ).")
-  flags.DEFINE_integer("verbose", 1, "Progress output: 1 = progress bar, 2 = one line per epoch, 0 = silent.")
+  _define_verbose()
 
 
 def define_data_flags() -> None:
@@ -166,8 +172,9 @@ def define_teacher_flags() -> None:
                       "wrn34_10 | wrn28_10 | wide_resnet | resnet50.")
   flags.DEFINE_float("teacher_width", 1.0, "Width multiplier of the built-in teacher (small ones for CPU runs).")
   flags.DEFINE_integer("teacher_depth", 0, "Depth of wide_resnet (0 = the architecture's default).")
-  flags.DEFINE_string("teacher_path", None, "An existing teacher: a .keras model taking [0, 1] pixels "
-                      "(e.g. the teacher.keras written by train_teacher, or your own).")
+  if not _defined("teacher_path"):  # rnascl_tf.pipeline defines it too; the first import wins.
+    flags.DEFINE_string("teacher_path", None, "An existing teacher: a .keras model taking [0, 1] pixels "
+                        "(e.g. the teacher.keras written by train_teacher, or your own).")
   flags.DEFINE_string("teacher_layers", "auto", "Teacher tap layers: auto (= auto_conv) | auto_conv | auto_block | "
                       "comma-separated layer names (list them with python -m rnascl_tf.list_layers).")
   flags.DEFINE_bool("teacher_assume_pixel_input", False, "Trust that an external teacher without a visible "
@@ -287,6 +294,7 @@ def define_eval_flags() -> None:
   flags.DEFINE_integer("blackbox_queries", 1000, "Queries of the black-box Square run (ART) of the "
                        "gradient-masking check when --autoattack=none; 0 skips the check.")
   flags.DEFINE_integer("num_examples", None, "Evaluate only the first N test examples (quick runs).")
+  _define_verbose()
 
 
 def _pixel_list(value: str, flag: str) -> tuple:

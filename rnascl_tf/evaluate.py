@@ -22,6 +22,13 @@ cli.define_eval_flags()
 FLAGS = flags.FLAGS
 
 
+def _progress_printer(verbose: int):
+  """One console line per attack and batch (--verbose >= 1): CPU evaluations run for many minutes."""
+  if verbose < 1:
+    return None
+  return lambda line: print(line, flush=True)
+
+
 def main() -> int:
   if not FLAGS.model:
     raise UserInputError("--model is required: a .keras file or an exported SavedModel folder")
@@ -29,7 +36,8 @@ def main() -> int:
   data_cfg = cli.data_config(FLAGS)
   from rnascl_tf import evaluation  # Heavy imports after flag validation: errors come fast.
   try:
-    result = evaluation.evaluate_path(FLAGS.model, data_cfg, eval_cfg, output_dir=FLAGS.output_dir)
+    result = evaluation.evaluate_path(FLAGS.model, data_cfg, eval_cfg, output_dir=FLAGS.output_dir,
+                                      progress=_progress_printer(FLAGS.verbose))
   except evaluation.SanityCheckError as e:
     print(f"error: {e}", file=sys.stderr)
     return evaluation.SANITY_EXIT_CODE

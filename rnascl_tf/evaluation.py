@@ -552,7 +552,8 @@ def _batches(dataset: Iterable, num_examples: Optional[int]):
 
 
 def evaluate_model(model_fn: Callable, dataset: Iterable, config: EvalConfig, num_classes: int,
-                   input_shape: Sequence[int], batch_size: int = 128) -> dict:
+                   input_shape: Sequence[int], batch_size: int = 128,
+                   progress: Optional[Callable[[str], None]] = None) -> dict:
   """Evaluates `model_fn` under every attack of `config` and runs the sanity checks (no files).
 
   Seeds TF, NumPy and Python with `config.seed` first (keras.utils.set_random_seed), so a run is
@@ -567,6 +568,9 @@ def evaluate_model(model_fn: Callable, dataset: Iterable, config: EvalConfig, nu
     num_classes: K.
     input_shape: (H, W, C).
     batch_size: batch size handed to ART (the dataset's batches are used for everything else).
+    progress: called with one line after the clean pass and after each attack on each batch (accuracy
+      on that batch, seconds, examples done), e.g. `print`; None is silent. A CPU evaluation runs for
+      many minutes, and without it the console says nothing until the end.
 
   Returns:
     The eval.json body without model/dataset metadata: see `evaluate_path` for the schema.
@@ -596,11 +600,22 @@ def evaluate_model(model_fn: Callable, dataset: Iterable, config: EvalConfig, nu
   def predict(images):
     return np.asarray(evaluator._predict(tf.convert_to_tensor(images, tf.float32)))  # pylint: disable=protected-access
 
-  for x, y in _batches(dataset, config.num_examples):
+  total = "?" if config.num_examples is None else str(config.num_examples)
+  attacks_per_batch = len(unique) + len(art_labels)
+
+  def report(batch, done, i, label, ok, seconds):
+    if progress is not None:
+      progress(f"eval batch {batch} ({done}/{total} examples) [{i}/{attacks_per_batch}] {label}: "
+               f"{np.mean(ok):.1%} on this batch, {seconds:.1f} s")
+
+  for batch, (x, y) in enumerate(_batches(dataset, config.num_examples), start=1):
+    done = n + x.shape[0]
     x_t, y_t = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
+    t0 = time.perf_counter()
     clean_logits = predict(x)
     clean_ok = np.argmax(clean_logits, -1) == y
     clean_correct += int(clean_ok.sum())
+    report(batch, done, 0, "clean", clean_ok, time.perf_counter() - t0)
     ok_by_label = {}
     # attacks.RobustEvaluator only reports totals, and the worst case over cleverhans *and* ART
     # attacks needs per-example outcomes, so its compiled attacks are called per batch here.
@@ -612,12 +627,14 @@ def evaluate_model(model_fn: Callable, dataset: Iterable, config: EvalConfig, nu
       ok = np.argmax(predict(x_adv), -1) == y
       tallies[label].add(ok, x_adv, x, time.perf_counter() - t0)
       ok_by_label[label] = ok
+      report(batch, done, len(ok_by_label), label, ok, time.perf_counter() - t0)
     for label in art_labels:
       t0 = time.perf_counter()
       x_adv = runner.run(label, x, y, clean_logits, predict)
       ok = np.argmax(predict(x_adv), -1) == y
       tallies[label].add(ok, x_adv, x, time.perf_counter() - t0)
       ok_by_label[label] = ok
+      report(batch, done, len(ok_by_label), label, ok, time.perf_counter() - t0)
     robust = clean_ok.copy()
     white = clean_ok.copy()
     for label in main_labels:
@@ -861,7 +878,7 @@ def write_reports(result: dict, output_dir: str, curve_name: str = "model") -> d
 
 
 def evaluate_path(model_path: str, data_cfg, config: EvalConfig, output_dir: Optional[str] = None,
-                  fail_on_sanity: bool = True) -> dict:
+                  fail_on_sanity: bool = True, progress: Optional[Callable[[str], None]] = None) -> dict:
   """Loads a model and the test split, evaluates, writes the reports, and checks sanity.
 
   The call the pipeline makes for the teacher, the searched child and the exported SavedModel.
@@ -872,6 +889,7 @@ def evaluate_path(model_path: str, data_cfg, config: EvalConfig, output_dir: Opt
     config: the evaluation config.
     output_dir: where eval.json, eval.md and eps_sweep.png go (default `default_output_dir`).
     fail_on_sanity: raise `SanityCheckError` after writing if a sanity check failed.
+    progress: per-attack progress lines, as in `evaluate_model`.
 
   Returns:
     The eval.json content: {"schema": "rnascl_tf/eval", "schema_version": 1, "model": {"path", "format",
@@ -898,7 +916,7 @@ def evaluate_path(model_path: str, data_cfg, config: EvalConfig, output_dir: Opt
                       f"--dataset={data_cfg.dataset} (image size {info.input_shape[0]})")
   dataset = splits.dataset("test", training=False)
   result = evaluate_model(loaded.model_fn, dataset, config, info.num_classes, info.input_shape,
-                          batch_size=data_cfg.batch_size)
+                          batch_size=data_cfg.batch_size, progress=progress)
   result = {
       "schema": result.pop("schema"), "schema_version": result.pop("schema_version"),
       "model": {"path": os.path.abspath(model_path), "format": loaded.format, "input_shape": list(info.input_shape),

@@ -134,6 +134,23 @@ def test_per_example_worst_case_matches_robust_evaluator(toy):
   assert r["sanity"]["passed"]
 
 
+def test_progress_lines_one_per_attack_and_batch(toy):
+  config = EvalConfig(eps=EPS, step_size=1 / 255, attacks=("fgsm", "mifgsm5"), eps_sweep=(), blackbox_queries=0,
+                      num_examples=32)
+  lines = []
+  r = evaluation.evaluate_model(toy.model_fn, toy.dataset, config, NUM_CLASSES, SHAPE, batch_size=16,
+                                progress=lines.append)
+  # 2 batches of 16 x (clean + FGSM + MI-FGSM + the eps=0 sweep point).
+  labels = ["clean"] + [e["label"] for e in r["attacks"]] + [r["eps_sweep"]["points"][0]["label"]]
+  assert len(lines) == 2 * len(labels)
+  assert lines[0].startswith("eval batch 1 (16/32 examples) [0/3] clean: ")
+  assert lines[-1].startswith("eval batch 2 (32/32 examples) [3/3] ")
+  # The per-batch accuracies printed add up to the reported totals.
+  for label, total in [("clean", r["clean"]["accuracy"])] + [(e["label"], e["accuracy"]) for e in r["attacks"]]:
+    per_batch = [float(l.split(f"] {label}: ")[1].split("%")[0]) for l in lines if f"] {label}: " in l]
+    assert len(per_batch) == 2 and sum(per_batch) / 2 == pytest.approx(100 * total, abs=0.1), label
+
+
 def test_gradient_masked_model_is_flagged(toy, honest):
   # An "8-bit input quantisation defence" whose gradient is exactly zero: FGSM/PGD cannot move,
   # but the decision is as fragile as the honest model's, and a black-box search finds that.
@@ -319,6 +336,7 @@ def test_cli_writes_reports(digits_model, tmp_path):
   assert result["sanity"]["passed"] and result["wall_seconds"] > 0
   assert (out / "eval.md").exists() and (out / "eps_sweep.png").exists()
   assert "worst case over 3 attacks" in proc.stdout and str(out / "eval.json") in proc.stdout
+  assert "eval batch 1 (32/32 examples) [0/" in proc.stdout  # --verbose=1 (default): progress lines
 
 
 @pytest.mark.parametrize("args, flag", [
