@@ -326,11 +326,19 @@ def _derived_seed(seed: int, *parts: str) -> int:
 
 
 class _ArraySource:
-  """Examples held in memory: a pool cut by codes, and optionally a separate test set."""
+  """Examples held in memory: a pool cut by codes, and optionally a separate test set.
 
-  def __init__(self, x, y, codes, test=None):
+  Each split's members come in the seeded hash order of `assign_splits` (pool: salt 0, separate
+  test set: salt 1), not in the arrays' order: an image folder is read class by class, and in
+  source order "the first 300 test images" or "the first 500 validation images" would be three or
+  five classes only. With the hash order the first N members of a split are the members a cap of N
+  would have kept, a seeded random subset.
+  """
+
+  def __init__(self, x, y, codes, test=None, seed: int = 0):
     self._x, self._y, self._codes = x, y, codes
     self._test = test  # (x, y, codes) or None: then test comes from the pool.
+    self._seed = seed
     self._tensors = {}
     self.aug_margin = 0  # The augmented base is the same image as the eval one.
 
@@ -341,7 +349,9 @@ class _ArraySource:
 
   def _indices(self, split):
     x, y, codes = self._arrays_and_codes(split)
-    return np.flatnonzero(np.isin(codes, _split_code_set(split)))
+    salt = 1 if (split == "test" and self._test is not None) else 0
+    order = _hash_order(len(codes), self._seed, salt)
+    return order[np.isin(codes[order], _split_code_set(split))]
 
   def num_examples(self, split):
     return int(len(self._indices(split)))
@@ -463,6 +473,10 @@ class DataSplits:
 
   def numpy(self, split: str):
     """Returns the un-augmented, unbatched examples of `split` in a fixed order.
+
+    The order is the one of `dataset(split, training=False)`: for in-memory datasets (digits,
+    image_folder) the seeded hash order of the split assignment, so the first N examples are a
+    seeded random subset; for TFDS datasets the TFDS file order (shuffled at preparation time).
 
     Args:
       split: one of "weight", "arch", "val", "test", "train_full".
@@ -667,7 +681,7 @@ def _load_digits(config: DataConfig) -> DataSplits:
   info = DatasetInfo(name="digits", input_shape=(size, size, 1), num_classes=10, mean=mean, std=std,
                      class_names=tuple(str(i) for i in range(10)), split_sizes=sizes)
   # Mirrored digits are not digits: no horizontal flip.
-  return DataSplits(info, config, _ArraySource(x, y, codes), flip=False)
+  return DataSplits(info, config, _ArraySource(x, y, codes, seed=config.seed), flip=False)
 
 
 # --- image folders ---
@@ -844,7 +858,7 @@ def _load_image_folder(config: DataConfig, root: str) -> DataSplits:
   info = DatasetInfo(name=config.dataset, input_shape=tuple(int(d) for d in x.shape[1:]),
                      num_classes=len(classes), mean=mean, std=std, class_names=classes,
                      split_sizes=sizes)
-  return DataSplits(info, config, _ArraySource(x, y, codes, test), flip=True)
+  return DataSplits(info, config, _ArraySource(x, y, codes, test, seed=config.seed), flip=True)
 
 
 # --- TFDS ---

@@ -1,5 +1,6 @@
 """Tests for rnascl_tf.data: splits, pipelines, TFDS (mocked), image folders and input errors."""
 
+import dataclasses
 import os
 import shutil
 import socket
@@ -111,9 +112,10 @@ def test_digits_matches_sklearn_and_split_codes(digits):
 
   raw = load_digits()
   codes = data.assign_splits(1797, 0, 0.1, 0.2, 0.2)
+  order = data._hash_order(1797, 0, 0)  # Members come in the seeded hash order, not sklearn's.
   for split in ("weight", "test"):
     x, y = digits.numpy(split)
-    idx = np.flatnonzero(codes == data._CODES[split])
+    idx = order[codes[order] == data._CODES[split]]
     np.testing.assert_array_equal(y, raw.target[idx])
     expected = tf.image.resize(raw.images[idx][..., None] / 16.0, [16, 16]).numpy()
     np.testing.assert_allclose(x, expected, atol=1e-6)
@@ -347,6 +349,30 @@ def test_image_folder_with_test_dir_and_cache_reuse(tmp_path, monkeypatch):
   os.utime(path, ns=(1, 1))
   with pytest.raises(AssertionError, match="decoded again"):
     data.load_splits(cfg)
+
+
+def test_image_folder_splits_come_in_seeded_order_not_class_order(tmp_path):
+  # Folders are read class by class; "the first N test / validation images" (evaluation's
+  # --num_examples, the per-epoch --val_examples) must still be a random subset, and exactly the
+  # subset that --max_test_examples=N keeps.
+  root = str(tmp_path / "imgs")
+  _write_images(root, "train", per_class=20)
+  _write_images(root, "test", per_class=8)
+  cfg = data.DataConfig(dataset=f"image_folder:{root}", cache_dir=str(tmp_path / "cache"), batch_size=4)
+  splits = data.load_splits(cfg)
+  for split in ("test", "val", "weight"):
+    x, y = splits.numpy(split)
+    assert np.any(np.diff(y) < 0), f"{split} is in class order: {y}"
+    assert len(set(y[:6])) >= 2, split
+    batches = list(splits.dataset(split, training=False).as_numpy_iterator())
+    np.testing.assert_array_equal(np.concatenate([b[1] for b in batches]), y)  # Pipeline = numpy order.
+  x, y = splits.numpy("test")
+  capped = data.load_splits(dataclasses.replace(cfg, max_test_examples=7))
+  xc, yc = capped.numpy("test")
+  np.testing.assert_array_equal(xc, x[:7])
+  np.testing.assert_array_equal(yc, y[:7])
+  other = data.load_splits(dataclasses.replace(cfg, seed=1)).numpy("test")[1]
+  assert sorted(other) == sorted(y) and list(other) != list(y)  # Same members (whole split), other order.
 
 
 def test_image_folder_without_test_dir_carves_test(tmp_path):
