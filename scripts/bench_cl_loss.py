@@ -220,10 +220,14 @@ def main(argv=None) -> dict:
         }
       if full is not None:
         cl_full = timings["cl_isolated_full_width_taps"]["median_s"]
+        full_inference = full["teacher_inference_both_batches"]["median_s"]
         est_step = (timings["search_step"]["median_s"]
                     - teacher_info["teacher_inference_both_batches"]["median_s"]
-                    + full["teacher_inference_both_batches"]["median_s"]
-                    - timings["cl_isolated"]["median_s"] + cl_full)
+                    + full_inference - timings["cl_isolated"]["median_s"] + cl_full)
+        # The full-width step holds at least its full-width teacher inference and loss. On tiny or
+        # loaded runs the separately timed small-teacher inference can exceed its share of the
+        # measured step, and the difference above would undercount (even below zero).
+        est_step = max(est_step, full_inference + cl_full)
         entry["full_width_taps"] = {
             "widen_factor": full_width, "teacher_tap_shapes": full["teacher"]["tap_shapes"],
             "cl_isolated": timings["cl_isolated_full_width_taps"],
