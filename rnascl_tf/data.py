@@ -162,6 +162,11 @@ def _hash_order(num_examples: int, seed: int, salt: int) -> np.ndarray:
   return np.argsort(hashes, kind="stable")
 
 
+# assign_splits salt of a dataset's own test split (the training pool uses 0), so that its order is
+# not the pool's under the same seed.
+_TEST_SALT = 1
+
+
 def _count(total: int, fraction: float) -> int:
   # A non-zero fraction always gets at least one example, so tiny subsets keep every split alive.
   if fraction <= 0.0 or total <= 0:
@@ -338,7 +343,10 @@ class _ArraySource:
   def __init__(self, x, y, codes, test=None, seed: int = 0):
     self._x, self._y, self._codes = x, y, codes
     self._test = test  # (x, y, codes) or None: then test comes from the pool.
-    self._seed = seed
+    # The permutations assign_splits cut the splits from, computed once (every pipeline asks).
+    self._order = {"pool": _hash_order(len(codes), seed, 0)}
+    if test is not None:
+      self._order["test"] = _hash_order(len(test[2]), seed, _TEST_SALT)
     self._tensors = {}
     self.aug_margin = 0  # The augmented base is the same image as the eval one.
 
@@ -348,9 +356,8 @@ class _ArraySource:
     return self._x, self._y, self._codes
 
   def _indices(self, split):
-    x, y, codes = self._arrays_and_codes(split)
-    salt = 1 if (split == "test" and self._test is not None) else 0
-    order = _hash_order(len(codes), self._seed, salt)
+    _, _, codes = self._arrays_and_codes(split)
+    order = self._order["test" if (split == "test" and self._test is not None) else "pool"]
     return order[np.isin(codes[order], _split_code_set(split))]
 
   def num_examples(self, split):
@@ -851,7 +858,7 @@ def _load_image_folder(config: DataConfig, root: str) -> DataSplits:
     if config.image_size and config.image_size != tx.shape[1]:
       tx = _resize_array_uint8(tx, config.image_size)
     test = (tx, ty, assign_splits(len(ty), config.seed, 0.0, 0.0, 1.0, None,
-                                  config.max_test_examples, salt=1))
+                                  config.max_test_examples, salt=_TEST_SALT))
   sizes = _sizes_from_codes(codes, test[2] if test else np.zeros(0, np.int8))
   _check_sizes(config, sizes)
   mean, std = normalization_constants(x[np.isin(codes, _split_code_set("train_full"))])
@@ -938,7 +945,7 @@ def _load_tfds(config: DataConfig) -> DataSplits:
 
   train_codes = assign_splits(n_train, config.seed, config.val_fraction, config.arch_fraction,
                               0.0, max_train, None)
-  test_codes = assign_splits(n_test, config.seed, 0.0, 0.0, 1.0, None, max_test, salt=1)
+  test_codes = assign_splits(n_test, config.seed, 0.0, 0.0, 1.0, None, max_test, salt=_TEST_SALT)
 
   if imagenet_like:
     size = config.image_size or 64

@@ -625,16 +625,18 @@ def evaluate_model(model_fn: Callable, dataset: Iterable, config: EvalConfig, nu
       target = tf.nn.softmax(clean_logits) if cfg.name == "trades_kl" else y_t
       x_adv = np.asarray(attack_fn(x_t, target))
       ok = np.argmax(predict(x_adv), -1) == y
-      tallies[label].add(ok, x_adv, x, time.perf_counter() - t0)
+      seconds = time.perf_counter() - t0
+      tallies[label].add(ok, x_adv, x, seconds)
       ok_by_label[label] = ok
-      report(batch, done, len(ok_by_label), label, ok, time.perf_counter() - t0)
+      report(batch, done, len(ok_by_label), label, ok, seconds)
     for label in art_labels:
       t0 = time.perf_counter()
       x_adv = runner.run(label, x, y, clean_logits, predict)
       ok = np.argmax(predict(x_adv), -1) == y
-      tallies[label].add(ok, x_adv, x, time.perf_counter() - t0)
+      seconds = time.perf_counter() - t0
+      tallies[label].add(ok, x_adv, x, seconds)
       ok_by_label[label] = ok
-      report(batch, done, len(ok_by_label), label, ok, time.perf_counter() - t0)
+      report(batch, done, len(ok_by_label), label, ok, seconds)
     robust = clean_ok.copy()
     white = clean_ok.copy()
     for label in main_labels:
