@@ -350,9 +350,11 @@ def test_layer_distances_from_energies_equal_layer_distances():
 @pytest.mark.parametrize("masked, keep", [(True, "masked"), (True, "unmasked"), (False, "masked")],
                          ids=["mask-keep_masked", "mask-keep_unmasked", "no_mask"])
 @pytest.mark.parametrize("use", ["both", "energy_only", "value_only"])
-def test_masked_tap_matches_autodiff_of_the_plain_form(masked, keep, use):
-  """Same values and same gradients (w.r.t. the value and the mask) as value * mask + channel_energy,
-  whichever of its two outputs the loss uses."""
+@pytest.mark.parametrize("run", ["eager", "graph", "xla"])
+def test_masked_tap_matches_autodiff_of_the_plain_form(masked, keep, use, run):
+  """Same values and same gradients (w.r.t. the value and the mask) as autodiff of value * mask and
+  its channel sum of squares, whichever of its two outputs the loss uses, eagerly, in a graph and
+  XLA-compiled (the fused gradients and energy take other code paths in each)."""
   rng = np.random.default_rng(6)
   value = tf.constant(rng.standard_normal((3, 5, 5, 4)).astype("float32"))
   mask = tf.constant(rng.uniform(size=(4,)).astype("float32"))
@@ -366,7 +368,7 @@ def test_masked_tap_matches_autodiff_of_the_plain_form(masked, keep, use):
         out, energy = losses.masked_tap(value, m, keep=keep)
       else:
         out = value * mask if masked else value
-        energy = losses.channel_energy(out)
+        energy = tf.reduce_sum(tf.square(out), axis=-1, keepdims=True)
       terms = []
       if use in ("both", "energy_only"):
         terms.append(tf.reduce_sum(losses.layer_distances_from_energies([energy], teacher, 2)))
@@ -376,6 +378,8 @@ def test_masked_tap_matches_autodiff_of_the_plain_form(masked, keep, use):
     grads = tape.gradient(loss, [value, mask] if masked else [value])
     return out, energy, loss, grads
 
+  if run != "eager":
+    loss_and_grads = tf.function(loss_and_grads, jit_compile=run == "xla")
   out_f, energy_f, loss_f, grads_f = loss_and_grads(True)
   out_p, energy_p, loss_p, grads_p = loss_and_grads(False)
   np.testing.assert_allclose(out_f.numpy(), out_p.numpy(), rtol=1e-6)
@@ -384,6 +388,31 @@ def test_masked_tap_matches_autodiff_of_the_plain_form(masked, keep, use):
   for got, want in zip(grads_f, grads_p):
     np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
     assert np.any(got.numpy() != 0)
+
+
+@pytest.mark.parametrize("run", ["eager", "graph", "xla"])
+def test_channel_energy_is_the_channel_sum_of_squares_with_its_gradient(run):
+  """Outside XLA the energy is one fused reduction with its own gradient: same value, gradient
+  2 a g, finite for an all-zero activation (the reduction's own gradient would divide by zero)."""
+  act = np.random.default_rng(4).standard_normal((2, 3, 3, 5)).astype("float32")
+  act[1] = 0.0
+  x = tf.constant(act)
+  w = tf.constant(np.random.default_rng(5).standard_normal((2, 3, 3, 1)).astype("float32"))
+
+  def energy_and_grad(x):
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      e = losses.channel_energy(x)
+      loss = tf.reduce_sum(e * w)
+    return e, tape.gradient(loss, x), losses._in_xla_context()  # pylint: disable=protected-access
+
+  if run != "eager":
+    energy_and_grad = tf.function(energy_and_grad, jit_compile=run == "xla")
+  e, g, in_xla = energy_and_grad(x)
+  assert bool(in_xla) == (run == "xla")
+  np.testing.assert_allclose(e.numpy(), np.sum(act ** 2, axis=-1, keepdims=True), rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(g.numpy(), 2 * act * w.numpy(), rtol=1e-6, atol=1e-7)
+  assert np.all(np.isfinite(g.numpy()))
 
 
 def test_masked_tap_rejects_an_unknown_keep():
