@@ -11,7 +11,7 @@ For every (search space, teacher) pair, on random CIFAR-shaped data (32x32x3, 10
   `losses.cross_layer_loss` and the gradient of that loss w.r.t. every student tap and the tutor
   logits, for both batches of a step, in one `tf.function`, fed the real student taps (supernet
   forward) and teacher taps (teacher inference) of the step's two batches. This is the work the
-  cross-layer loss adds to a step: the energy maps (square, channel sum), their bilinear resize to
+  cross-layer loss adds to a step: the energy maps (one channel reduction per tap), their bilinear resize to
   the grid and L2 normalisation, the n_s x n_t distance einsum and the backward pass into the taps. Each gradient
   is read out with one reduce_sum (the real step instead adds it into the backward flow, a similar
   pass over the tap).
