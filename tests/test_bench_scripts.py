@@ -9,6 +9,7 @@ fresh processes, so its test runs two of them.
 
 import importlib
 import json
+import math
 import os
 import sys
 
@@ -113,7 +114,12 @@ def test_bench_memory(tmp_path):
     assert w[w["measure"]] > 0
     assert len(w["maxrss_after_step_mb"]) == 2
     assert w["cpu_allocator"] == ("bfc" if key.endswith("bfc_allocator") else "default")
+    # The high-water mark is reset after the first step (Linux): the later steps' own peak is at
+    # most the whole run's, which still includes the first call's.
+    assert w["maxrss_after_step_mb"][1] >= w["maxrss_after_step_mb"][0]
+    assert w["steady_peak_delta_mb"] <= w["peak_delta_mb"] + 1e-6
   assert workers["search/jit_off/bfc_allocator"]["tensor_peak_delta_mb"] > 0
   ratios = data["results"]["ratios"]
   assert ratios["search_vs_plain/jit_off"] > 0 and ratios["search_vs_plain_tensor_peak/jit_off"] > 0
+  assert math.isfinite(ratios["search_vs_plain_steady_peak/jit_off"])
   assert set(data["targets"]) == {"search_vs_plain_peak_memory/jit_off", "search_vs_plain_tensor_peak/jit_off"}
