@@ -183,7 +183,7 @@ def _masked_tap_energy(keep_product: bool):
         if keep_product:
           # A weight update prunes the mask's gradient (the second output) from the graph.
           return (_fused_tap_gradient(g_out, out, two_ge, mask),
-                  _sum_to_mask((g_out + out * two_ge) * value, mask))
+                  _sum_to_mask(_fused_tap_gradient(g_out, out, two_ge) * value, mask))
         g_value, g_mask = _fused_tap_gradients(g_out, value, two_ge, mask)
         return g_value, _sum_to_mask(g_mask, mask)
       extra = None if two_ge is None else (out * two_ge if keep_product else value * (two_ge * mask))
