@@ -65,12 +65,17 @@ def energy_maps(energy, grid: int):
   Returns:
     [B, G*G] float32 tensor; each row has unit norm, or is all zero for an all-zero map.
   """
-  a = ops.cast(energy, "float32")
+  return _maps_of_channels(energy, grid)[:, 0]
+
+
+def _maps_of_channels(energies, grid: int):
+  """[B, k, G*G] attention maps of k energy maps of one size stacked as channels [B, H, W, k]."""
+  a = ops.cast(energies, "float32")
   # Resizing the 1-channel map, not the activation, is C times cheaper and gives the same result
   # (bilinear resize is linear per channel, and the channel sum commutes with it).
   if a.shape[1] != grid or a.shape[2] != grid:
     a = ops.image.resize(a, (grid, grid), interpolation="bilinear", antialias=False)
-  a = ops.reshape(a, (-1, grid * grid))
+  a = ops.transpose(ops.reshape(a, (-1, grid * grid, a.shape[-1])), (0, 2, 1))
   # sqrt(max(|a|^2, eps^2)) == max(|a|, eps), but never differentiates sqrt at 0: under XLA
   # (jit_compile) max(sqrt(.), eps) gives a NaN gradient for an all-zero map, and a dead student
   # layer must not poison the weight update.
@@ -199,10 +204,27 @@ _MASKED_TAP_ENERGY = {"masked": _masked_tap_energy(True), "unmasked": _masked_ta
 
 
 def _stack_maps(energies: Sequence, grid: int):
-  """[B, n, G*G] stack of the attention maps of a list of energy maps."""
+  """[B, n, G*G] stack of the attention maps of a list of energy maps [B, H_i, W_i, 1].
+
+  Maps of one spatial size go through one resize and one normalisation as the channels of a single
+  tensor, not one op chain each: the same numbers (both are per channel), but a search step with 81
+  taps per batch otherwise compiles some 600 small resize and normalisation kernels under XLA, and
+  the compiler's memory grows with them (BUILD.md, peak memory).
+  """
   if not energies:
     raise ValueError("need at least one activation to distil from / to")
-  return ops.stack([energy_maps(e, grid) for e in energies], axis=1)
+  groups = {}
+  for i, e in enumerate(energies):
+    size = tuple(e.shape[1:3])
+    # A map of unknown size is its own group: two unknown sizes may differ.
+    groups.setdefault(size if None not in size else ("unknown", i), []).append(i)
+  order = [i for members in groups.values() for i in members]
+  stacked = [_maps_of_channels(ops.concatenate([energies[i] for i in members], axis=-1), grid)
+             for members in groups.values()]
+  maps = stacked[0] if len(stacked) == 1 else ops.concatenate(stacked, axis=1)
+  if order != sorted(order):  # Back to the taps' order (the tutor map indexes it).
+    maps = ops.take(maps, [order.index(i) for i in range(len(order))], axis=1)
+  return maps
 
 
 def layer_distances(student_acts: Sequence, teacher_acts: Sequence, grid: int):

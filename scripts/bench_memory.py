@@ -24,28 +24,38 @@ teacher inference, see `bench_common.make_plain_step`) --steps times and records
   steps, with `reset_memory_stats` at the baseline, minus the 'current' bytes at the baseline (TF's
   own allocator: activations, gradients, workspace). The RSS numbers are recorded too.
 
+- jit on, tensors only (unless --skip_xla_buffers): a further worker per step runs one call with
+  XLA_FLAGS=--xla_dump_to=<temp folder> and reads the compiled step's buffer assignment. XLA plans
+  all memory of a compiled program ahead of running it (parameters, outputs, one preallocated block
+  of temporaries packed by liveness); its "Total bytes used" is the program's tensor memory, free
+  of allocator slack and of the compiler's own working memory (which the RSS delta includes).
+
 Targets: search / plain peak delta <= 1.3 with jit_compile off (the default) and on, and for the
-tensor peak of the BFC-allocator workers. Also reported: jit on / off for each step, and (Linux) the
+tensor peak of the BFC-allocator workers (jit off) and of the XLA program (jit on). Also reported: jit on / off for each step, and (Linux) the
 peak of steps 2..n alone (`steady_peak_delta_mb`: after the first call, freed heap is returned with
 malloc_trim and the high-water mark is reset), which separates XLA compilation from the steps.
 
 --without_cl adds a BFC-allocator worker of the search step traced with the cross-layer loss
 patched out (bench_cl_loss.cross_layer_loss_removed): the loss's own share of the peak.
-About 10-15 minutes on 2 CPU cores with both jit modes (the XLA compilation of the search step
+About 12-18 minutes on 2 CPU cores with both jit modes (the XLA compilation of the search step
 alone takes 2-3 minutes on CPU).
 """
 
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import bench_common as bc
 
 KINDS = ("plain", "search")
-VARIANTS = ("current", "without_cl")
+# current: the steps as the search runs them; without_cl: the search step without the cross-layer loss;
+# xla_buffers: jit on, XLA dumping its buffer assignment (the dump's own memory spoils the RSS figures).
+VARIANTS = ("current", "without_cl", "xla_buffers")
 
 
 def parse_args(argv=None):
@@ -66,6 +76,9 @@ def parse_args(argv=None):
   p.add_argument("--without_cl", action="store_true",
                  help="also run the search step with the cross-layer loss patched out (BFC-allocator "
                       "worker at jit off on CPU): the loss's own share of the peak")
+  p.add_argument("--skip_xla_buffers", action="store_true",
+                 help="with jit on, do not run the two extra workers that dump XLA's buffer assignment "
+                      "(the compiled step's planned tensor memory; one step each)")
   p.add_argument("--parallel", action="store_true",
                  help="start the workers of one jit mode together (default under --tiny). Each process's "
                       "peak is its own, but concurrent workers compete for RAM and CPU")
@@ -74,6 +87,7 @@ def parse_args(argv=None):
   p.add_argument("--kind", choices=KINDS, default="search", help=argparse_suppress())
   p.add_argument("--variant", choices=VARIANTS, default="current", help=argparse_suppress())
   p.add_argument("--worker_out", default=None, help=argparse_suppress())
+  p.add_argument("--xla_dump_dir", default=None, help=argparse_suppress())
   return bc.parse(p, argv)
 
 
@@ -115,6 +129,50 @@ def _reset_peak_rss() -> bool:
     return False
 
 
+def xla_buffer_assignment(dump_dir: str, function_name: str) -> dict:
+  """What XLA allocates to run the compiled step, from its buffer-assignment dump.
+
+  XLA plans a compiled program's memory ahead of running it: every parameter (variables, data),
+  output and one preallocated block for all temporaries (activations kept for the backward pass,
+  gradients, scratch), packed by liveness. The dump's "Total bytes used" is that plan's total: the
+  program's tensor memory, free of the allocator and of the compiler's own working memory.
+
+  Args:
+    dump_dir: the --xla_dump_to folder of this process.
+    function_name: the traced Python function's name (`search_step`, `plain_step`).
+
+  Returns:
+    {"xla_program_mb", "xla_temp_mb", "xla_buffer_assignment_file"} for the largest matching module.
+  """
+  import re  # pylint: disable=import-outside-toplevel
+
+  best = None
+  for name in os.listdir(dump_dir):
+    if f"_{function_name}_" not in name or not name.endswith("after_optimizations-buffer-assignment.txt"):
+      continue
+    with open(os.path.join(dump_dir, name), encoding="utf-8") as f:
+      text = f.read()
+    total = re.search(r"^Total bytes used: (\d+)", text, re.M)
+    if total is None:
+      continue
+    temps = [int(m) for m in re.findall(r"^allocation \d+: size (\d+), preallocated-temp", text, re.M)]
+    found = {"xla_program_mb": int(total.group(1)) / 2**20, "xla_temp_mb": sum(temps) / 2**20,
+             "xla_buffer_assignment_file": name}
+    # The size of what was compiled: instructions and fusions (each fusion is a kernel to generate).
+    hlo = os.path.join(dump_dir, name.replace("-buffer-assignment.txt", ".txt"))
+    if os.path.exists(hlo):
+      with open(hlo, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+      found["xla_instructions"] = sum(" = " in line for line in lines)
+      found["xla_fusions"] = sum(bool(re.search(r" = \S+ fusion\(", line)) for line in lines)
+    if best is None or found["xla_program_mb"] > best["xla_program_mb"]:
+      best = found
+  if best is None:
+    raise RuntimeError(f"no XLA buffer assignment of {function_name} in {dump_dir}: did XLA compile it "
+                       "(jit_compile), and does this XLA honour --xla_dump_to?")
+  return best
+
+
 def run_worker(args) -> dict:
   """One configuration in this (fresh) process."""
   record = {"kind": args.kind, "jit_compile": bool(args.jit_compile)}
@@ -124,7 +182,8 @@ def run_worker(args) -> dict:
   tiny = args.tiny
   space = bc.pick(args, "space", "s7", "tiny")
   batch = bc.pick(args, "batch_size", 128, 4)
-  steps = bc.pick(args, "steps", 5, 2)
+  # The buffer assignment is known once the step has compiled: one call is enough.
+  steps = 1 if args.variant == "xla_buffers" else bc.pick(args, "steps", 5, 2)
   arch = bc.pick(args, "teacher", "resnet18", "small_cnn")
   width = bc.pick(args, "teacher_width", None, 0.25)
   shape = (16, 16, 3) if tiny else bc.CIFAR_SHAPE
@@ -168,6 +227,8 @@ def run_worker(args) -> dict:
   if was_reset:
     record["steady_peak_delta_mb"] = _maxrss_mb() - record["rss_baseline_mb"]
   record["rss_at_end_mb"] = _rss_mb()
+  if args.variant == "xla_buffers":
+    record.update(xla_buffer_assignment(args.xla_dump_dir, f"{args.kind}_step"))
   record["peak_delta_mb"] = record["maxrss_after_step_mb"][-1] - record["rss_baseline_mb"]
   record["peak_delta_after_first_step_mb"] = record["maxrss_after_step_mb"][0] - record["rss_baseline_mb"]
   if bfc:
@@ -183,7 +244,8 @@ def run_worker(args) -> dict:
 
 
 def start_config(args, kind: str, jit: bool, bfc: bool = False, variant: str = "current"):
-  """Starts one configuration in a fresh process; returns (process, result path, start time)."""
+  """Starts one configuration in a fresh process; returns (process, result path, start time, XLA dump
+  folder or None)."""
   tag = variant.replace("+", "_")
   out = os.path.join(os.path.dirname(os.path.abspath(args.out)),
                      f".memory_worker_{kind}_{int(jit)}_{int(bfc)}_{tag}_{os.getpid()}.json")
@@ -199,22 +261,30 @@ def start_config(args, kind: str, jit: bool, bfc: bool = False, variant: str = "
     cmd.append("--tiny")
   env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
   env.pop("TF_CPU_ALLOCATOR_USE_BFC", None)
+  dump_dir = None
+  if variant == "xla_buffers":
+    dump_dir = tempfile.mkdtemp(prefix=".xla_dump_", dir=os.path.dirname(os.path.abspath(args.out)))
+    cmd.append(f"--xla_dump_dir={dump_dir}")
+    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_dump_to={dump_dir}".strip()
   if bfc:
     env["TF_CPU_ALLOCATOR_USE_BFC"] = "true"
   bc.log(f"worker: {kind} step ({variant}), jit_compile={jit}, CPU allocator {'BFC' if bfc else 'default'}")
   proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-  return proc, out, time.time()
+  return proc, out, time.time(), dump_dir
 
 
 def finish_config(args, started_worker, kind: str, jit: bool) -> dict:
   """Waits for a worker and returns its record."""
-  proc, out, start = started_worker
+  proc, out, start, dump_dir = started_worker
   try:
     _, stderr = proc.communicate(timeout=args.worker_timeout)
   except subprocess.TimeoutExpired:
     proc.kill()
     proc.communicate()
     raise RuntimeError(f"memory worker {kind}/jit={jit} ran over --worker_timeout={args.worker_timeout} s")
+  finally:
+    if dump_dir:
+      shutil.rmtree(dump_dir, ignore_errors=True)  # Tens of MiB of HLO and LLVM IR text.
   if proc.returncode != 0:
     raise RuntimeError(f"memory worker {kind}/jit={jit} failed ({proc.returncode}):\n{stderr[-4000:]}")
   with open(out, encoding="utf-8") as f:
@@ -225,6 +295,9 @@ def finish_config(args, started_worker, kind: str, jit: bool) -> dict:
              else "")
   if "steady_peak_delta_mb" in record:
     tensors += f", after the first step {record['steady_peak_delta_mb']:.0f} MiB"
+  if "xla_program_mb" in record:
+    tensors += (f", XLA program {record['xla_program_mb']:.0f} MiB (temporaries {record['xla_temp_mb']:.0f} MiB, "
+                f"{record.get('xla_fusions', '?')} fusions)")
   bc.log(f"  {kind}/jit={jit}: peak delta {record[record['measure']]:.0f} MiB{tensors} (peak RSS after each "
          f"step {[round(v) for v in record['maxrss_after_step_mb']]} MiB, baseline {record['rss_baseline_mb']:.0f} MiB)")
   return record
@@ -253,7 +326,10 @@ def main(argv=None) -> dict:
            for mode in bfc_modes for kind in KINDS]
   if args.without_cl:
     plan += [(f"search/jit_off{'' if on_gpu else '/bfc_allocator'}/{v}", "search", False, not on_gpu, v)
-             for v in VARIANTS[1:]]
+             for v in ("without_cl",)]
+  xla_buffers = True in jits and not args.skip_xla_buffers
+  if xla_buffers:
+    plan += [(f"{kind}/jit_on/xla_buffers", kind, True, False, "xla_buffers") for kind in KINDS]
   records = {}
   if parallel:
     started_workers = {key: start_config(args, kind, jit, bfc, v) for key, kind, jit, bfc, v in plan}
@@ -271,7 +347,7 @@ def main(argv=None) -> dict:
     results["ratios"][f"search_vs_plain_rss_with_bfc_allocator/jit_{mode}"] = (
         search["peak_delta_mb"] / plain["peak_delta_mb"])
   for key, record in records.items():
-    if record.get("variant", "current") != "current":
+    if record.get("variant", "current") == "without_cl":
       base = "search/jit_off/bfc_allocator" if record.get("cpu_allocator") == "bfc" else "search/jit_off"
       plain = records[base.replace("search", "plain", 1)]
       value = "tensor_peak_delta_mb" if record.get("cpu_allocator") == "bfc" else measure
@@ -293,6 +369,15 @@ def main(argv=None) -> dict:
           records[f"search/{tag}"]["steady_peak_delta_mb"] / records[f"plain/{tag}"]["steady_peak_delta_mb"])
     targets[f"search_vs_plain_peak_memory/{tag}"] = bc.target(
         r, args.target, "<=", f"search / plain step peak memory delta ({measure}), jit_compile {tag[4:]}")
+  if xla_buffers:
+    search, plain = records["search/jit_on/xla_buffers"], records["plain/jit_on/xla_buffers"]
+    results["ratios"]["search_vs_plain_xla_program/jit_on"] = search["xla_program_mb"] / plain["xla_program_mb"]
+    results["ratios"]["search_vs_plain_xla_temporaries/jit_on"] = search["xla_temp_mb"] / plain["xla_temp_mb"]
+    if "xla_fusions" in search and "xla_fusions" in plain:
+      results["ratios"]["search_vs_plain_xla_fusions/jit_on"] = search["xla_fusions"] / plain["xla_fusions"]
+    targets["search_vs_plain_xla_program/jit_on"] = bc.target(
+        results["ratios"]["search_vs_plain_xla_program/jit_on"], args.target, "<=",
+        "search / plain step tensor memory of the compiled program (XLA buffer assignment), jit_compile on")
   if len(jits) == 2:
     for kind in KINDS:
       results["ratios"][f"jit_on_vs_off/{kind}"] = records[f"{kind}/jit_on"][measure] / records[f"{kind}/jit_off"][measure]
@@ -300,6 +385,7 @@ def main(argv=None) -> dict:
               "teacher_width": bc.pick(args, "teacher_width", None, 0.25), "parallel_workers": parallel,
               "batch_size": bc.pick(args, "batch_size", 128, 4), "steps_per_worker": bc.pick(args, "steps", 5, 2),
               "jit_modes": modes, "bfc_allocator_modes": bfc_modes, "without_cl": args.without_cl,
+              "xla_buffers": xla_buffers,
               "seed": args.seed}
   method = (
       "One fresh Python process per configuration. CPU: peak_delta_mb = ru_maxrss (getrusage, the "
@@ -313,7 +399,11 @@ def main(argv=None) -> dict:
       "tensors, reset at the baseline) minus 'current' at the baseline; unlike RSS it does not grow "
       "with allocator fragmentation over the steps. --without_cl: the search step traced with the "
       "cross-layer loss patched to zeros; search_vs_plain/without_cl is against the plain step of the "
-      "same allocator. steady_peak_delta_mb (CPU, Linux): after the first call, glibc's malloc_trim(0) returns "
+      "same allocator. xla_buffers (jit on): a further worker per step runs with XLA_FLAGS=--xla_dump_to "
+      "and reads the compiled step's buffer assignment: xla_program_mb = its 'Total bytes used' "
+      "(parameters, outputs and the preallocated block of temporaries, packed by liveness), "
+      "xla_temp_mb = that block; this is the compiled program's tensor memory, without the "
+      "allocator's slack or the compiler's own working memory. steady_peak_delta_mb (CPU, Linux): after the first call, glibc's malloc_trim(0) returns "
       "freed heap to the system and the high-water mark is reset (/proc/self/clear_refs), so it is the "
       "peak of steps 2..n over the same baseline: what the steps need with everything the first call "
       "still holds (the compiled program, caches), without the freed memory of tracing and XLA "

@@ -123,3 +123,21 @@ def test_bench_memory(tmp_path):
   assert ratios["search_vs_plain/jit_off"] > 0 and ratios["search_vs_plain_tensor_peak/jit_off"] > 0
   assert math.isfinite(ratios["search_vs_plain_steady_peak/jit_off"])
   assert set(data["targets"]) == {"search_vs_plain_peak_memory/jit_off", "search_vs_plain_tensor_peak/jit_off"}
+
+
+@pytest.mark.slow  # Four fresh workers compiling with XLA: ~50 s on 2 cores.
+def test_bench_memory_jit_on_reads_the_xla_buffer_assignment(tmp_path):
+  data = _run("bench_memory", tmp_path, "--jit_modes=on", "--bfc_modes=none")
+  workers = data["results"]["workers"]
+  assert set(workers) == {"plain/jit_on", "search/jit_on", "plain/jit_on/xla_buffers", "search/jit_on/xla_buffers"}
+  for kind in ("plain", "search"):
+    w = workers[f"{kind}/jit_on/xla_buffers"]
+    # The compiled program holds at least its temporaries and the step's variables and data.
+    assert 0 < w["xla_temp_mb"] < w["xla_program_mb"]
+    assert f"_{kind}_step_" in w["xla_buffer_assignment_file"]
+    assert len(w["maxrss_after_step_mb"]) == 1  # One call compiles it; the plan is known then.
+  ratios = data["results"]["ratios"]
+  assert ratios["search_vs_plain_xla_program/jit_on"] == pytest.approx(
+      workers["search/jit_on/xla_buffers"]["xla_program_mb"] / workers["plain/jit_on/xla_buffers"]["xla_program_mb"])
+  assert set(data["targets"]) == {"search_vs_plain_peak_memory/jit_on", "search_vs_plain_xla_program/jit_on"}
+  assert not [p for p in os.listdir(tmp_path) if p.startswith(".xla_dump_")]  # The dumps are removed.

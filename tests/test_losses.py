@@ -122,6 +122,44 @@ def test_layer_distances_match_double_loop_for_mixed_shapes():
   np.testing.assert_allclose(got, _np_distances(student, teacher, 4), atol=1e-5)
 
 
+@pytest.mark.parametrize("spatial", [
+    pytest.param(None, id="known_sizes"),
+    pytest.param([None, None], id="unknown_sizes"),
+])
+def test_layer_distances_keep_tap_order_when_sizes_interleave(spatial):
+  """Maps of one size are resized together (one op per size); the result must still be in the taps'
+  order, with the same values and gradients as one map at a time."""
+  rng = np.random.default_rng(11)
+  shapes = [(2, 8, 8, 3), (2, 4, 4, 2), (2, 8, 8, 1), (2, 2, 2, 4), (2, 4, 4, 3)]
+  student, teacher = _acts(rng, shapes), _acts(rng, [(2, 4, 4, 2), (2, 8, 8, 5)])
+  sig = [tf.TensorSpec([None] + (spatial or list(sh[1:3])) + [sh[3]]) for sh in shapes]
+  weights = np.arange(1.0, 11.0, dtype="float32").reshape((1, 5, 2))  # A loss that tells pairs apart.
+
+  @tf.function(input_signature=sig)
+  def grouped(*acts):
+    with tf.GradientTape() as tape:
+      tape.watch(acts)
+      d = losses.layer_distances(list(acts), teacher, 4)
+      loss = ops.sum(d * weights)
+    return d, tape.gradient(loss, acts)
+
+  def one_at_a_time(acts):
+    with tf.GradientTape() as tape:
+      tape.watch(acts)
+      s = ops.stack([losses.attention_maps(a, 4) for a in acts], axis=1)
+      t = ops.stack([losses.attention_maps(a, 4) for a in teacher], axis=1)
+      d = ops.sum(ops.square(s[:, :, None] - t[:, None]), axis=-1)
+      loss = ops.sum(d * weights)
+    return d, tape.gradient(loss, acts)
+
+  d, grads = grouped(*student)
+  want_d, want_grads = one_at_a_time([tf.constant(a) for a in student])
+  np.testing.assert_allclose(d.numpy(), want_d.numpy(), atol=1e-5)
+  np.testing.assert_allclose(d.numpy(), _np_distances(student, teacher, 4), atol=1e-5)
+  for g, want in zip(grads, want_grads):
+    np.testing.assert_allclose(g.numpy(), want.numpy(), rtol=1e-4, atol=1e-6)
+
+
 def test_layer_distances_identical_maps_symmetric_zero_diagonal():
   acts = _acts(np.random.default_rng(5), [(2, 8, 8, 3), (2, 4, 4, 2), (2, 4, 4, 6)])
   d = ops.convert_to_numpy(losses.layer_distances(acts, [3.0 * a for a in acts], 4))
