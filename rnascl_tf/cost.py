@@ -19,6 +19,7 @@ from typing import Sequence
 
 import keras
 import numpy as np
+from keras import ops
 
 from rnascl_tf import search_space as ss
 
@@ -61,7 +62,10 @@ def architecture_cost(space: ss.SearchSpace, input_shape: Sequence[int], num_cla
   """FLOPs and params of the network `space` describes, from per-block channel counts.
 
   The mid width of a block is e x (its input width), so with soft counts the expand conv costs
-  e * c_in^2 (product of soft counts) and the depthwise conv e * c_in (linear).
+  e * c_in^2 (product of soft counts) and the depthwise conv e * c_in (linear). The blocks are
+  evaluated together, as vectors over the blocks: with soft counts this is a handful of tensor ops
+  (and their gradients) instead of a few dozen scalar ops per block, which XLA would otherwise
+  compile one by one into the search step (BUILD.md, peak memory).
 
   Args:
     space: the search space.
@@ -71,7 +75,8 @@ def architecture_cost(space: ss.SearchSpace, input_shape: Sequence[int], num_cla
     expansions: per block, its expansion ratio (int, float or scalar tensor).
 
   Returns:
-    {"flops": ..., "params": ...} of the same kind as the inputs (ints for ints).
+    {"flops": ..., "params": ...}: Python ints for ints, floats for Python floats, float64 scalar
+    tensors when any count is a tensor.
 
   Example:
   >>> space = ss.get_space("tiny")
@@ -79,32 +84,75 @@ def architecture_cost(space: ss.SearchSpace, input_shape: Sequence[int], num_cla
   True
   """
   specs = ss.block_specs(space)
+  if len(widths) != len(specs) or len(expansions) != len(specs):
+    raise ValueError(f"{space.name}: expected {len(specs)} widths and expansions, got "
+                     f"{len(widths)} and {len(expansions)}")
   h, w, channels = input_shape
   sizes = ss.spatial_sizes(space, h, w)
   sh, sw = sizes["stem"]
-  flops = conv_flops(sh, sw, 9, channels, space.stem_width)
-  params = conv_params(9, channels, space.stem_width) + bn_params(space.stem_width)
-  c_in, (in_h, in_w) = space.stem_width, sizes["stem"]
-  for spec, c_out, e in zip(specs, widths, expansions):
-    oh, ow = sizes[spec.name]
-    area = spec.kernel * spec.kernel
-    if spec.has_expand:
-      mid = e * c_in
-      flops = flops + conv_flops(in_h, in_w, 1, c_in, mid)
-      params = params + conv_params(1, c_in, mid) + bn_params(mid)
-    else:
-      mid = c_in
-    flops = flops + depthwise_flops(oh, ow, area, mid) + conv_flops(oh, ow, 1, mid, c_out)
-    params = (params + depthwise_params(area, mid) + bn_params(mid) + conv_params(1, mid, c_out)
-              + bn_params(c_out))
-    c_in, in_h, in_w = c_out, oh, ow
-  if space.head_width is not None:
-    flops = flops + conv_flops(in_h, in_w, 1, c_in, space.head_width)
-    params = params + conv_params(1, c_in, space.head_width) + bn_params(space.head_width)
-    c_in = space.head_width
-  flops = flops + dense_flops(c_in, num_classes)
-  params = params + dense_params(c_in, num_classes)
-  return {"flops": flops, "params": params}
+  head = space.head_width
+  c_out, e = _as_vector(widths, expansions)
+  # Per-block constants (in the counts' dtype); a block's input size is the output size before it.
+  dtype = c_out.dtype if isinstance(c_out, np.ndarray) else "float64"
+  in_sizes = np.asarray([sizes["stem"]] + [sizes[sp.name] for sp in specs[:-1]], dtype)
+  out_sizes = np.asarray([sizes[sp.name] for sp in specs], dtype)
+  area = np.asarray([sp.kernel * sp.kernel for sp in specs], dtype)
+  expands = np.asarray([sp.has_expand for sp in specs], dtype)
+  c_in = _concat_first(space.stem_width, c_out)
+  mid = c_in * (1 + expands * (e - 1))  # e * c_in where the block expands, else c_in.
+  in_h, in_w, out_h, out_w = in_sizes[:, 0], in_sizes[:, 1], out_sizes[:, 0], out_sizes[:, 1]
+  block_flops = (expands * conv_flops(in_h, in_w, 1, c_in, mid) + depthwise_flops(out_h, out_w, area, mid)
+                 + conv_flops(out_h, out_w, 1, mid, c_out))
+  block_params = (expands * (conv_params(1, c_in, mid) + bn_params(mid)) + depthwise_params(area, mid)
+                  + bn_params(mid) + conv_params(1, mid, c_out) + bn_params(c_out))
+  last = c_out[-1]
+  flops = conv_flops(sh, sw, 9, channels, space.stem_width) + _total(block_flops)
+  params = conv_params(9, channels, space.stem_width) + bn_params(space.stem_width) + _total(block_params)
+  if head is not None:
+    last_h, last_w = sizes[specs[-1].name]
+    flops = flops + conv_flops(last_h, last_w, 1, last, head)
+    params = params + conv_params(1, last, head) + bn_params(head)
+    last = head
+  flops = flops + dense_flops(last, num_classes)
+  params = params + dense_params(last, num_classes)
+  return {"flops": _scalar(flops), "params": _scalar(params)}
+
+
+def _is_tensor(value) -> bool:
+  return not isinstance(value, (int, float, np.integer, np.floating))
+
+
+def _as_vector(widths: Sequence, expansions: Sequence):
+  """(widths, expansions) as two vectors over the blocks: numpy (int64 for ints, else float64), or
+  float64 tensors when any count is a tensor."""
+  values = list(widths) + list(expansions)
+  if any(_is_tensor(v) for v in values):
+    stacked = ops.stack([ops.cast(ops.reshape(v, ()), "float64") for v in values])
+  else:
+    exact = all(isinstance(v, (int, np.integer)) for v in values)
+    stacked = np.asarray(values, "int64" if exact else "float64")
+  n = len(widths)
+  return stacked[:n], stacked[n:]
+
+
+def _concat_first(first, vector):
+  """[first, vector[0], ..., vector[-2]]: each block's input width."""
+  if isinstance(vector, np.ndarray):
+    return np.concatenate([np.asarray([first], vector.dtype), vector[:-1]])
+  return ops.concatenate([ops.cast(ops.reshape(first, (1,)), "float64"), vector[:-1]])
+
+
+def _total(vector):
+  return np.sum(vector) if isinstance(vector, np.ndarray) else ops.sum(vector)
+
+
+def _scalar(value):
+  """A numpy scalar as the Python number it stands for; tensors unchanged."""
+  if isinstance(value, np.integer):
+    return int(value)
+  if isinstance(value, np.floating):
+    return float(value)
+  return value
 
 
 def max_width_cost(space: ss.SearchSpace, input_shape: Sequence[int], num_classes: int) -> dict:

@@ -56,6 +56,61 @@ def test_one_hot_expected_cost_equals_exact_child_count(name, shape, classes, ru
   assert cost.architecture_cost(space, shape, classes, widths, expansions) == exact
 
 
+def _block_by_block(space, shape, classes, widths, expansions):
+  """The architecture formula written out one block at a time (the test's independent reference)."""
+  specs, sizes = ss.block_specs(space), ss.spatial_sizes(space, shape[0], shape[1])
+  (h, w), c_in = sizes["stem"], space.stem_width
+  flops = h * w * 9 * shape[2] * c_in
+  params = 9 * shape[2] * c_in + 4 * c_in
+  for spec, c_out, e in zip(specs, widths, expansions):
+    (oh, ow), k2 = sizes[spec.name], spec.kernel ** 2
+    mid = e * c_in if spec.has_expand else c_in
+    if spec.has_expand:
+      flops += h * w * c_in * mid
+      params += c_in * mid + 4 * mid
+    flops += oh * ow * k2 * mid + oh * ow * mid * c_out
+    params += k2 * mid + 4 * mid + mid * c_out + 4 * c_out
+    c_in, h, w = c_out, oh, ow
+  if space.head_width:
+    flops += h * w * c_in * space.head_width
+    params += c_in * space.head_width + 4 * space.head_width
+    c_in = space.head_width
+  return {"flops": flops + c_in * classes, "params": params + c_in * classes + classes}
+
+
+@pytest.mark.parametrize("name, shape, classes", [("exp", (16, 16, 3), 10), ("imagenet", (32, 32, 3), 100)])
+def test_soft_counts_match_the_formula_block_by_block_with_gradients(name, shape, classes):
+  """architecture_cost evaluates all blocks as vectors; with soft counts (floats or tensors) it gives
+  the block-by-block values, and as tensors the same gradients."""
+  space = ss.space_from_dict(EXPANSION_SPACE) if name == "exp" else ss.get_space(name)
+  specs = ss.block_specs(space)
+  rng = np.random.default_rng(3)
+  widths = [float(rng.uniform(1, s.out_max)) for s in specs]
+  expansions = [float(rng.uniform(1, max(s.expansions))) for s in specs]
+  want = _block_by_block(space, shape, classes, widths, expansions)
+  got = cost.architecture_cost(space, shape, classes, widths, expansions)
+  assert isinstance(got["flops"], float) and isinstance(got["params"], float)
+  for key in ("flops", "params"):
+    np.testing.assert_allclose(got[key], want[key], rtol=1e-12)
+  w_t = [tf.Variable(v, dtype="float64") for v in widths]
+  e_t = [tf.Variable(v, dtype="float64") for v in expansions]
+  for key in ("flops", "params"):
+    with tf.GradientTape(persistent=True) as tape:
+      vectorised = cost.architecture_cost(space, shape, classes, w_t, e_t)[key]
+      reference = _block_by_block(space, shape, classes, w_t, e_t)[key]
+    assert vectorised.dtype == tf.float64
+    np.testing.assert_allclose(float(vectorised), want[key], rtol=1e-12)
+    for g, g_ref in zip(tape.gradient(vectorised, w_t + e_t), tape.gradient(reference, w_t + e_t)):
+      np.testing.assert_allclose(0.0 if g is None else float(g), 0.0 if g_ref is None else float(g_ref),
+                                 rtol=1e-10, atol=1e-9)
+
+
+def test_architecture_cost_rejects_a_wrong_number_of_blocks():
+  space = ss.get_space("tiny")
+  with pytest.raises(ValueError, match="expected 3 widths"):
+    cost.architecture_cost(space, (16, 16, 3), 10, [8, 16], [3, 3])
+
+
 def test_max_mode_cost_matches_the_supernet_layers():
   space = ss.get_space("tiny")
   supernet = _supernet(space, (16, 16, 3), 10)
