@@ -14,6 +14,7 @@ from keras import ops
 from rnascl_tf import attacks
 from rnascl_tf import losses
 from rnascl_tf.config import RobustConfig
+from rnascl_tf.step_compile import NestedXlaJit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,7 +35,7 @@ class DistillConfig:
   tutor_map: Optional[Sequence[int]] = None
 
 
-class RobustTrainer(keras.Model):
+class RobustTrainer(NestedXlaJit, keras.Model):
   """Wraps `net` and trains it adversarially in pixel space.
 
   The attacker always runs `net` in inference mode (METHOD.md section 3); losses are scaled with

@@ -13,6 +13,7 @@ from keras import ops
 from rnascl_tf import gumbel
 from rnascl_tf import losses
 from rnascl_tf.errors import UserInputError
+from rnascl_tf.step_compile import NestedXlaJit
 
 RESOURCE_FORMS = ("fbnet", "budget", "none")
 
@@ -79,7 +80,7 @@ def resource_factor(cost: dict, cfg: SearchConfig):
   return ops.convert_to_tensor(1.0)
 
 
-class SearchModel(keras.Model):
+class SearchModel(NestedXlaJit, keras.Model):
   """Supernet + frozen teacher taps + tutor logits, trained by a bilevel custom `train_step`.
 
   Data: `((x_weight, y_weight), (x_arch, y_arch))` per step. The weight optimiser is `optimizer`

@@ -144,6 +144,13 @@ def block(result) -> None:
       t.numpy()
 
 
+def jit_arg(jit_compile: bool):
+  """The `jit_compile` argument for a benchmarked `tf.function`: True, or None when off (as the
+  models' `fit` passes it, `step_compile.NestedXlaJit`): an explicit False would also switch off the
+  nested XLA kernels of `losses.masked_tap`."""
+  return True if jit_compile else None
+
+
 def timed(fn: Callable[[], object]) -> float:
   """Wall seconds of one call of `fn`, including waiting for its outputs."""
   return timed_with_cpu(fn)[0]

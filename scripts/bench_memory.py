@@ -192,7 +192,7 @@ def run_worker(args) -> dict:
   model = bc.build_search_model(space, taps, input_shape=shape, seed=args.seed)
   data = bc.random_batches(batch, input_shape=shape, seed=args.seed)
   step_fn = bc.make_search_step(model) if args.kind == "search" else bc.make_plain_step(model)
-  fn = tf.function(step_fn, jit_compile=args.jit_compile)
+  fn = tf.function(step_fn, jit_compile=bc.jit_arg(args.jit_compile))
   record["variant"] = args.variant
   if gpus:
     tf.config.experimental.reset_memory_stats("GPU:0")

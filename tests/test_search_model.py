@@ -136,3 +136,12 @@ def test_resource_factor_forms():
 def test_search_config_rejects_bad_values(kwargs, flag):
   with pytest.raises(UserInputError, match=flag):
     SearchConfig(**kwargs)
+
+
+@pytest.mark.parametrize("requested, handed_to_keras", [(False, None), (True, True)])
+def test_keras_train_function_gets_none_not_false_when_xla_is_off(requested, handed_to_keras):
+  """Keras builds the train function with `tf.function(jit_compile=model.jit_compile)`; an explicit
+  False there would also switch off the nested XLA kernels of losses.masked_tap (step_compile)."""
+  model = helpers.tiny_search_model()
+  model.compile(optimizer=model.optimizer, jit_compile=requested)
+  assert model.jit_compile is handed_to_keras
