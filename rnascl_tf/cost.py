@@ -91,14 +91,14 @@ def architecture_cost(space: ss.SearchSpace, input_shape: Sequence[int], num_cla
   sizes = ss.spatial_sizes(space, h, w)
   sh, sw = sizes["stem"]
   head = space.head_width
-  c_out, e = _as_vector(widths, expansions)
-  # Per-block constants (in the counts' dtype); a block's input size is the output size before it.
-  dtype = c_out.dtype if isinstance(c_out, np.ndarray) else "float64"
+  c_out, e, xp = _as_vectors(widths, expansions)
+  # Per-block constants (float64 for soft counts); a block's input size is the output size before it.
+  dtype = c_out.dtype if xp is np else "float64"
   in_sizes = np.asarray([sizes["stem"]] + [sizes[sp.name] for sp in specs[:-1]], dtype)
   out_sizes = np.asarray([sizes[sp.name] for sp in specs], dtype)
   area = np.asarray([sp.kernel * sp.kernel for sp in specs], dtype)
   expands = np.asarray([sp.has_expand for sp in specs], dtype)
-  c_in = _concat_first(space.stem_width, c_out)
+  c_in = xp.concatenate([np.asarray([space.stem_width], dtype), c_out[:-1]])
   mid = c_in * (1 + expands * (e - 1))  # e * c_in where the block expands, else c_in.
   in_h, in_w, out_h, out_w = in_sizes[:, 0], in_sizes[:, 1], out_sizes[:, 0], out_sizes[:, 1]
   block_flops = (expands * conv_flops(in_h, in_w, 1, c_in, mid) + depthwise_flops(out_h, out_w, area, mid)
@@ -106,8 +106,8 @@ def architecture_cost(space: ss.SearchSpace, input_shape: Sequence[int], num_cla
   block_params = (expands * (conv_params(1, c_in, mid) + bn_params(mid)) + depthwise_params(area, mid)
                   + bn_params(mid) + conv_params(1, mid, c_out) + bn_params(c_out))
   last = c_out[-1]
-  flops = conv_flops(sh, sw, 9, channels, space.stem_width) + _total(block_flops)
-  params = conv_params(9, channels, space.stem_width) + bn_params(space.stem_width) + _total(block_params)
+  flops = conv_flops(sh, sw, 9, channels, space.stem_width) + xp.sum(block_flops)
+  params = conv_params(9, channels, space.stem_width) + bn_params(space.stem_width) + xp.sum(block_params)
   if head is not None:
     last_h, last_w = sizes[specs[-1].name]
     flops = flops + conv_flops(last_h, last_w, 1, last, head)
@@ -115,44 +115,22 @@ def architecture_cost(space: ss.SearchSpace, input_shape: Sequence[int], num_cla
     last = head
   flops = flops + dense_flops(last, num_classes)
   params = params + dense_params(last, num_classes)
-  return {"flops": _scalar(flops), "params": _scalar(params)}
+  if xp is np:  # numpy scalars back to the Python numbers they stand for.
+    return {"flops": flops.item(), "params": params.item()}
+  return {"flops": flops, "params": params}
 
 
-def _is_tensor(value) -> bool:
-  return not isinstance(value, (int, float, np.integer, np.floating))
-
-
-def _as_vector(widths: Sequence, expansions: Sequence):
-  """(widths, expansions) as two vectors over the blocks: numpy (int64 for ints, else float64), or
-  float64 tensors when any count is a tensor."""
+def _as_vectors(widths: Sequence, expansions: Sequence):
+  """(widths, expansions, namespace): two vectors over the blocks, as numpy arrays (int64 for ints,
+  else float64) with `np`, or as float64 tensors with `keras.ops` when any count is a tensor."""
   values = list(widths) + list(expansions)
-  if any(_is_tensor(v) for v in values):
-    stacked = ops.stack([ops.cast(ops.reshape(v, ()), "float64") for v in values])
-  else:
+  n = len(widths)
+  if all(isinstance(v, (int, float, np.integer, np.floating)) for v in values):
     exact = all(isinstance(v, (int, np.integer)) for v in values)
     stacked = np.asarray(values, "int64" if exact else "float64")
-  n = len(widths)
-  return stacked[:n], stacked[n:]
-
-
-def _concat_first(first, vector):
-  """[first, vector[0], ..., vector[-2]]: each block's input width."""
-  if isinstance(vector, np.ndarray):
-    return np.concatenate([np.asarray([first], vector.dtype), vector[:-1]])
-  return ops.concatenate([ops.cast(ops.reshape(first, (1,)), "float64"), vector[:-1]])
-
-
-def _total(vector):
-  return np.sum(vector) if isinstance(vector, np.ndarray) else ops.sum(vector)
-
-
-def _scalar(value):
-  """A numpy scalar as the Python number it stands for; tensors unchanged."""
-  if isinstance(value, np.integer):
-    return int(value)
-  if isinstance(value, np.floating):
-    return float(value)
-  return value
+    return stacked[:n], stacked[n:], np
+  stacked = ops.stack([ops.cast(ops.reshape(v, ()), "float64") for v in values])
+  return stacked[:n], stacked[n:], ops
 
 
 def max_width_cost(space: ss.SearchSpace, input_shape: Sequence[int], num_classes: int) -> dict:

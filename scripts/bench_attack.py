@@ -89,8 +89,8 @@ def main(argv=None) -> dict:
   def model_fn(images):  # One object for every call (cleverhans' gradient helper is keyed on it).
     return model(images, training=False)
 
-  pgd = tf.function(functools.partial(attacks.generate, model_fn, config=config), reduce_retracing=True,
-                    jit_compile=bc.jit_arg(args.jit_compile))
+  pgd = bc.step_function(functools.partial(attacks.generate, model_fn, config=config), args.jit_compile,
+                        reduce_retracing=True)
 
   def fwd_bwd_fn(images, labels):
     with tf.GradientTape() as tape:
@@ -98,8 +98,8 @@ def main(argv=None) -> dict:
       loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=model_fn(images))
     return tape.gradient(loss, images)
 
-  fwd_bwd = tf.function(fwd_bwd_fn, jit_compile=bc.jit_arg(args.jit_compile))
-  forward = tf.function(model_fn, jit_compile=bc.jit_arg(args.jit_compile))
+  fwd_bwd = bc.step_function(fwd_bwd_fn, args.jit_compile)
+  forward = bc.step_function(model_fn, args.jit_compile)
   evaluator = attacks.RobustEvaluator(model_fn, [config])
   fns = {"pgd": lambda: pgd(x, y), "fwd_bwd": lambda: fwd_bwd(x, y), "forward": lambda: forward(x),
          "evaluate": lambda: evaluator.evaluate([(x, y)])}

@@ -160,8 +160,7 @@ def main(argv=None) -> dict:
     _, taps, tdesc = bc.build_teacher(arch, width, input_shape=shape, depth=wrn_depth)
     bc.log(f"teacher {arch} ({tdesc['built_as']} {tdesc['knobs']}): {tdesc['taps']} taps, {tdesc['params']} params")
     t_a, t_w = taps(x_a)[1], taps(x_w)[1]
-    teacher_fn = tf.function(lambda d, taps=taps: (taps(d[0][0])[0], taps(d[1][0])[0]),
-                             jit_compile=bc.jit_arg(args.jit_compile))
+    teacher_fn = bc.step_function(lambda d, taps=taps: (taps(d[0][0])[0], taps(d[1][0])[0]), args.jit_compile)
     teacher_info = {"teacher": tdesc,
                     "teacher_inference_both_batches": bc.time_interleaved(
                         {"t": lambda: teacher_fn(data)}, repeats=repeats, warmup=1)["t"]}
@@ -169,8 +168,7 @@ def main(argv=None) -> dict:
     if is_wrn and full_width and full_width != widen:
       # The real WRN-34-10 tap shapes: random post-ReLU activations stand in for its taps.
       full_model, full_taps, full_desc = bc.build_teacher(arch, full_width, input_shape=shape, depth=wrn_depth)
-      full_fn = tf.function(lambda d, taps=full_taps: (taps(d[0][0])[0], taps(d[1][0])[0]),
-                            jit_compile=bc.jit_arg(args.jit_compile))
+      full_fn = bc.step_function(lambda d, taps=full_taps: (taps(d[0][0])[0], taps(d[1][0])[0]), args.jit_compile)
       bc.log(f"timing the widen-{full_width} teacher's inference ({full_desc['params']} params)")
       full = {"teacher": full_desc,
               "teacher_inference_both_batches": bc.time_interleaved(
@@ -185,14 +183,14 @@ def main(argv=None) -> dict:
       model = bc.build_search_model(space, taps, input_shape=shape, seed=args.seed, cfg=cfg)
       s_a = [tf.identity(v) for v in model.supernet.forward(x_a, training=True)["taps"]]
       s_w = [tf.identity(v) for v in model.supernet.forward(x_w, training=True)["taps"]]
-      step = tf.function(bc.make_search_step(model), jit_compile=bc.jit_arg(args.jit_compile))
-      cl = tf.function(make_cl_isolated(model, args.cl_grid), jit_compile=bc.jit_arg(args.jit_compile))
+      step = bc.step_function(bc.make_search_step(model), args.jit_compile)
+      cl = bc.step_function(make_cl_isolated(model, args.cl_grid), args.jit_compile)
       fns = {"search_step": lambda: step(data), "cl_isolated": lambda: cl(s_a, t_a, s_w, t_w)}
       if full is not None:
         fns["cl_isolated_full_width_taps"] = lambda: cl(s_a, full["acts"], s_w, full["acts"])
       do_ablation = ablation == "all" or name in ablation.split(",")
       if do_ablation:
-        ablated = tf.function(bc.make_search_step(model), jit_compile=bc.jit_arg(args.jit_compile))
+        ablated = bc.step_function(bc.make_search_step(model), args.jit_compile)
         with cross_layer_loss_removed():
           ablated.get_concrete_function(data)  # Traced (and cached) while the loss is patched out.
         fns["search_step_without_cl"] = lambda: ablated(data)

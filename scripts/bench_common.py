@@ -144,11 +144,13 @@ def block(result) -> None:
       t.numpy()
 
 
-def jit_arg(jit_compile: bool):
-  """The `jit_compile` argument for a benchmarked `tf.function`: True, or None when off (as the
-  models' `fit` passes it, `step_compile.NestedXlaJit`): an explicit False would also switch off the
-  nested XLA kernels of `losses.masked_tap`."""
-  return True if jit_compile else None
+def step_function(fn: Callable, jit_compile: bool, **kwargs):
+  """`tf.function(fn)` for a benchmark, compiled whole by XLA with `jit_compile`. When off it passes
+  `jit_compile=None`, as the models' `fit` does (`step_compile.NestedXlaJit`): an explicit False
+  would also switch off the nested XLA kernels of `losses.masked_tap`."""
+  import tensorflow as tf
+
+  return tf.function(fn, jit_compile=True if jit_compile else None, **kwargs)
 
 
 def timed(fn: Callable[[], object]) -> float:

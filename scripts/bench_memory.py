@@ -44,6 +44,7 @@ alone takes 2-3 minutes on CPU).
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -144,8 +145,6 @@ def xla_buffer_assignment(dump_dir: str, function_name: str) -> dict:
   Returns:
     {"xla_program_mb", "xla_temp_mb", "xla_buffer_assignment_file"} for the largest matching module.
   """
-  import re  # pylint: disable=import-outside-toplevel
-
   best = None
   for name in os.listdir(dump_dir):
     if f"_{function_name}_" not in name or not name.endswith("after_optimizations-buffer-assignment.txt"):
@@ -192,7 +191,7 @@ def run_worker(args) -> dict:
   model = bc.build_search_model(space, taps, input_shape=shape, seed=args.seed)
   data = bc.random_batches(batch, input_shape=shape, seed=args.seed)
   step_fn = bc.make_search_step(model) if args.kind == "search" else bc.make_plain_step(model)
-  fn = tf.function(step_fn, jit_compile=bc.jit_arg(args.jit_compile))
+  fn = bc.step_function(step_fn, args.jit_compile)
   record["variant"] = args.variant
   if gpus:
     tf.config.experimental.reset_memory_stats("GPU:0")
@@ -325,8 +324,8 @@ def main(argv=None) -> dict:
   plan += [(f"{kind}/jit_{mode}/bfc_allocator", kind, mode == "on", True, "current")
            for mode in bfc_modes for kind in KINDS]
   if args.without_cl:
-    plan += [(f"search/jit_off{'' if on_gpu else '/bfc_allocator'}/{v}", "search", False, not on_gpu, v)
-             for v in ("without_cl",)]
+    plan.append((f"search/jit_off{'' if on_gpu else '/bfc_allocator'}/without_cl", "search", False, not on_gpu,
+                 "without_cl"))
   xla_buffers = True in jits and not args.skip_xla_buffers
   if xla_buffers:
     plan += [(f"{kind}/jit_on/xla_buffers", kind, True, False, "xla_buffers") for kind in KINDS]

@@ -47,8 +47,6 @@ def main(argv=None) -> dict:
   args = parse_args(argv)
   started = time.time()
   device = bc.device_info()
-  import tensorflow as tf
-
   tiny = args.tiny
   space = bc.pick(args, "space", "s7", "tiny")
   batch = bc.pick(args, "batch_size", 128, 4)
@@ -63,19 +61,19 @@ def main(argv=None) -> dict:
   model = bc.build_search_model(space, taps, input_shape=shape, seed=args.seed)
   data = bc.random_batches(batch, input_shape=shape, seed=args.seed)
 
-  search = tf.function(bc.make_search_step(model), jit_compile=bc.jit_arg(args.jit_compile))
-  plain = tf.function(bc.make_plain_step(model), jit_compile=bc.jit_arg(args.jit_compile))
+  search = bc.step_function(bc.make_search_step(model), args.jit_compile)
+  plain = bc.step_function(bc.make_plain_step(model), args.jit_compile)
 
   def teacher_both(d):
     return taps(d[0][0])[0], taps(d[1][0])[0]
 
-  teacher = tf.function(teacher_both, jit_compile=bc.jit_arg(args.jit_compile))
+  teacher = bc.step_function(teacher_both, args.jit_compile)
   fns = {"search_step": lambda: search(data), "plain_step": lambda: plain(data),
          "teacher_inference": lambda: teacher(data)}
   if args.without_cl:
     import bench_cl_loss  # pylint: disable=import-outside-toplevel
 
-    without_cl = tf.function(bc.make_search_step(model), jit_compile=bc.jit_arg(args.jit_compile))
+    without_cl = bc.step_function(bc.make_search_step(model), args.jit_compile)
     with bench_cl_loss.cross_layer_loss_removed():
       without_cl.get_concrete_function(data)
     fns["search_step_without_cl"] = lambda: without_cl(data)
