@@ -5,8 +5,10 @@ the same on one device and on N replicas (Keras / tf.distribute sum gradients ov
 See METHOD.md section 6 (cross-layer loss) and KERAS3.md rule 5 (loss scaling).
 """
 
+import functools
 from typing import Optional, Sequence
 
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
@@ -70,12 +72,43 @@ def energy_maps(energy, grid: int):
 
 def _maps_of_channels(energies, grid: int):
   """[B, k, G*G] attention maps of k energy maps of one size stacked as channels [B, H, W, k]."""
+  return _normalised(_resized(energies, grid), grid)
+
+
+@functools.lru_cache(maxsize=None)
+def _bilinear_matrix(n_in: int, n_out: int) -> np.ndarray:
+  """[n_out, n_in] float32 matrix of 1-D bilinear resizing with half-pixel centres and edge clamping
+  (TensorFlow's `resize` without antialiasing, applied to one axis)."""
+  m = np.zeros((n_out, n_in), np.float64)
+  x = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
+  lo = np.floor(x)
+  frac = x - lo
+  rows = np.arange(n_out)
+  np.add.at(m, (rows, np.clip(lo, 0, n_in - 1).astype(int)), 1.0 - frac)
+  np.add.at(m, (rows, np.clip(lo + 1, 0, n_in - 1).astype(int)), frac)
+  return m.astype(np.float32)
+
+
+def _resized(energies, grid: int):
+  """[B, G, G, k] float32: energy maps [B, H, W, k] resized bilinearly (half-pixel centres, no
+  antialiasing) to grid x grid."""
   a = ops.cast(energies, "float32")
-  # Resizing the 1-channel map, not the activation, is C times cheaper and gives the same result
-  # (bilinear resize is linear per channel, and the channel sum commutes with it).
-  if a.shape[1] != grid or a.shape[2] != grid:
-    a = ops.image.resize(a, (grid, grid), interpolation="bilinear", antialias=False)
-  a = ops.transpose(ops.reshape(a, (-1, grid * grid, a.shape[-1])), (0, 2, 1))
+  h, w = a.shape[1], a.shape[2]
+  if h is None or w is None:
+    return ops.image.resize(a, (grid, grid), interpolation="bilinear", antialias=False)
+  # Bilinear resizing is one fixed matrix per axis. As two small matrix products it compiles to two
+  # library calls under XLA, where the resize op and its gradient lower to many gather / slice
+  # kernels whose compilation is the search step's memory peak (BUILD.md, peak memory).
+  if h != grid:
+    a = ops.einsum("gh,bhwk->bgwk", _bilinear_matrix(h, grid), a)
+  if w != grid:
+    a = ops.einsum("pw,bgwk->bgpk", _bilinear_matrix(w, grid), a)
+  return a
+
+
+def _normalised(resized, grid: int):
+  """[B, k, G*G]: the maps [B, G, G, k] flattened and divided by max(||a||_2, 1e-12) per map."""
+  a = ops.transpose(ops.reshape(resized, (-1, grid * grid, resized.shape[-1])), (0, 2, 1))
   # sqrt(max(|a|^2, eps^2)) == max(|a|, eps), but never differentiates sqrt at 0: under XLA
   # (jit_compile) max(sqrt(.), eps) gives a NaN gradient for an all-zero map, and a dead student
   # layer must not poison the weight update.
@@ -206,10 +239,10 @@ _MASKED_TAP_ENERGY = {"masked": _masked_tap_energy(True), "unmasked": _masked_ta
 def _stack_maps(energies: Sequence, grid: int):
   """[B, n, G*G] stack of the attention maps of a list of energy maps [B, H_i, W_i, 1].
 
-  Maps of one spatial size go through one resize and one normalisation as the channels of a single
-  tensor, not one op chain each: the same numbers (both are per channel), but a search step with 81
-  taps per batch otherwise compiles some 600 small resize and normalisation kernels under XLA, and
-  the compiler's memory grows with them (BUILD.md, peak memory).
+  Maps of one spatial size are resized together as the channels of one tensor, and then all maps
+  are normalised together: the same numbers as one op chain per map (resizing and normalising are
+  per channel), but far fewer kernels under XLA, whose CPU compiler's memory grows with each of
+  them (a search step has 81 taps per batch; BUILD.md, peak memory).
   """
   if not energies:
     raise ValueError("need at least one activation to distil from / to")
@@ -219,12 +252,12 @@ def _stack_maps(energies: Sequence, grid: int):
     # A map of unknown size is its own group: two unknown sizes may differ.
     groups.setdefault(size if None not in size else ("unknown", i), []).append(i)
   order = [i for members in groups.values() for i in members]
-  stacked = [_maps_of_channels(ops.concatenate([energies[i] for i in members], axis=-1), grid)
+  resized = [_resized(ops.concatenate([energies[i] for i in members], axis=-1), grid)
              for members in groups.values()]
-  maps = stacked[0] if len(stacked) == 1 else ops.concatenate(stacked, axis=1)
+  stacked = resized[0] if len(resized) == 1 else ops.concatenate(resized, axis=-1)
   if order != sorted(order):  # Back to the taps' order (the tutor map indexes it).
-    maps = ops.take(maps, [order.index(i) for i in range(len(order))], axis=1)
-  return maps
+    stacked = ops.take(stacked, [order.index(i) for i in range(len(order))], axis=-1)
+  return _normalised(stacked, grid)
 
 
 def layer_distances(student_acts: Sequence, teacher_acts: Sequence, grid: int):

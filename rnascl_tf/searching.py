@@ -20,6 +20,7 @@ from rnascl_tf import io_utils
 from rnascl_tf import optim
 from rnascl_tf import plots
 from rnascl_tf import search_space as ss
+from rnascl_tf import step_compile
 from rnascl_tf import teacher_io
 from rnascl_tf.config import OptimConfig, RunConfig
 from rnascl_tf.search_model import SearchConfig, SearchModel, TemperatureSchedule, WeightOnlyWarmup
@@ -86,6 +87,7 @@ def run_search(run: RunConfig, data_cfg: data_lib.DataConfig, optim_cfg: OptimCo
     w_opt.build(model.weight_variables())  # KERAS3.md rules 2-3: pre-built, each on its own variables.
     arch_opt.build(model.arch_variables())
     model.compile(optimizer=w_opt, jit_compile=run.jit_compile)
+  step_compile.warn_if_xla_on_cpu(run.jit_compile, step_compile.replica_devices(strategy))
   manifest = _teacher_manifest_for(teacher_path, teacher, taps, info.name)
   ckpt = distributed_loop.checkpointer_for(
       strategy, run.model_dir, "search", fingerprint or {"seed": run.seed},

@@ -21,6 +21,7 @@ from rnascl_tf import distribute
 from rnascl_tf import distributed_loop
 from rnascl_tf import io_utils
 from rnascl_tf import optim
+from rnascl_tf import step_compile
 from rnascl_tf.config import OptimConfig, RobustConfig, RunConfig
 from rnascl_tf.robust_trainer import DistillConfig, RobustTrainer
 
@@ -89,6 +90,7 @@ def fit_robust(run: RunConfig, splits: data_lib.DataSplits, robust: RobustConfig
     optimizer = optim.make_optimizer(optim_cfg, run.epochs * steps_per_epoch, steps_per_epoch)
     optimizer.build(net.trainable_variables)  # KERAS3.md rule 2: pre-build inside the scope.
     trainer.compile(optimizer=optimizer, jit_compile=run.jit_compile)
+  step_compile.warn_if_xla_on_cpu(run.jit_compile, step_compile.replica_devices(strategy))
   ckpt = distributed_loop.checkpointer_for(strategy, run.model_dir, stage, fingerprint or {"seed": run.seed},
                                           {"net": net, "optimizer": optimizer,
                                            "seed_state": trainer.seed_generator.state})

@@ -77,6 +77,20 @@ def test_attention_maps_resized_match_hand_bilinear(shape, grid):
   np.testing.assert_allclose(np.linalg.norm(got, axis=-1), 1.0, atol=1e-6)
 
 
+@pytest.mark.parametrize("n_in,n_out", [(32, 8), (16, 8), (4, 8), (5, 3), (3, 7), (1, 4), (8, 8)])
+def test_bilinear_matrix_is_tensorflows_resize(n_in, n_out):
+  """The resize runs as a fixed matrix per axis; it must be TF's own bilinear resize (half-pixel
+  centres, no antialiasing), down- and upsampling, and TF's resize op must agree with it."""
+  x = np.random.default_rng(12).standard_normal((2, n_in, n_in + 1, 3)).astype("float32")
+  want = tf.image.resize(x, (n_out, n_out), method="bilinear", antialias=False).numpy()
+  mh, mw = losses._bilinear_matrix(n_in, n_out), losses._bilinear_matrix(n_in + 1, n_out)
+  np.testing.assert_allclose(np.einsum("gh,bhwk,pw->bgpk", mh, x, mw), want, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(mh, _np_bilinear_matrix(n_in, n_out), atol=1e-7)
+  np.testing.assert_allclose(mh.sum(axis=1), 1.0, atol=1e-6)  # Each output is a convex combination.
+  got = losses._resized(x, n_out)  # The library path (the identity when the size already matches).
+  np.testing.assert_allclose(ops.convert_to_numpy(got), want, rtol=1e-5, atol=1e-5)
+
+
 def test_attention_maps_downsample_by_two_is_average_pooling():
   # Half-pixel bilinear 4 -> 2 averages 2x2 blocks: an independent hand check of the resize path.
   act = np.random.default_rng(2).standard_normal((1, 4, 4, 2)).astype("float32")
