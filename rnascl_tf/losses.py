@@ -94,11 +94,15 @@ def _resized(energies, grid: int):
   antialiasing) to grid x grid."""
   a = ops.cast(energies, "float32")
   h, w = a.shape[1], a.shape[2]
-  if h is None or w is None:
+  if h == grid and w == grid:
+    return a
+  if h is None or w is None or not _in_xla_context():
+    # TensorFlow's own kernel reads the channels-last layout directly; the matrix form below needs
+    # transposes around its matrix products and made the uncompiled step ~8% slower (BUILD.md).
     return ops.image.resize(a, (grid, grid), interpolation="bilinear", antialias=False)
-  # Bilinear resizing is one fixed matrix per axis. As two small matrix products it compiles to two
-  # library calls under XLA, where the resize op and its gradient lower to many gather / slice
-  # kernels whose compilation is the search step's memory peak (BUILD.md, peak memory).
+  # Under XLA: bilinear resizing is one fixed matrix per axis. The resize op and its gradient lower
+  # to gather / slice / pad kernels whose compilation set the search step's memory peak; two small
+  # matrix products compile to fewer, simpler kernels (BUILD.md, peak memory).
   if h != grid:
     a = ops.einsum("gh,bhwk->bgwk", _bilinear_matrix(h, grid), a)
   if w != grid:

@@ -87,8 +87,12 @@ def test_bilinear_matrix_is_tensorflows_resize(n_in, n_out):
   np.testing.assert_allclose(np.einsum("gh,bhwk,pw->bgpk", mh, x, mw), want, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(mh, _np_bilinear_matrix(n_in, n_out), atol=1e-7)
   np.testing.assert_allclose(mh.sum(axis=1), 1.0, atol=1e-6)  # Each output is a convex combination.
-  got = losses._resized(x, n_out)  # The library path (the identity when the size already matches).
-  np.testing.assert_allclose(ops.convert_to_numpy(got), want, rtol=1e-5, atol=1e-5)
+  # The library path, uncompiled (TF's op) and under XLA (the matrices).
+  for jit in (False, True):
+    fn = tf.function(lambda t: losses._resized(t, n_out), jit_compile=jit)
+    np.testing.assert_allclose(ops.convert_to_numpy(fn(x)), want, rtol=1e-5, atol=1e-5)
+    op_types = {op.type for op in fn.get_concrete_function(x).graph.get_operations()}
+    assert ("ResizeBilinear" in op_types) is (not jit)  # XLA: the matrices, not the resize op.
 
 
 def test_attention_maps_downsample_by_two_is_average_pooling():
