@@ -67,12 +67,7 @@ def energy_maps(energy, grid: int):
   Returns:
     [B, G*G] float32 tensor; each row has unit norm, or is all zero for an all-zero map.
   """
-  return _maps_of_channels(energy, grid)[:, 0]
-
-
-def _maps_of_channels(energies, grid: int):
-  """[B, k, G*G] attention maps of k energy maps of one size stacked as channels [B, H, W, k]."""
-  return _normalised(_resized(energies, grid), grid)
+  return _normalised(_resized(energy, grid), grid)[:, 0]
 
 
 @functools.lru_cache(maxsize=None)

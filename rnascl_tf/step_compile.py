@@ -2,6 +2,7 @@
 for XLA on CPU-only hosts (`warn_if_xla_on_cpu`)."""
 
 from absl import logging
+import tensorflow as tf
 
 # Measured on the 2-core development CPU, s7 supernet + ResNet-18 teacher, batch 128 (BUILD.md,
 # benchmarks): the XLA-compiled search step took about 3x as long as the uncompiled one, and its
@@ -46,8 +47,7 @@ def replica_devices(strategy) -> list:
   the visible accelerators, else the CPU (where TensorFlow would place the step)."""
   try:
     return [str(d) for d in strategy.extended.worker_devices]
-  except (RuntimeError, NotImplementedError):
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  except RuntimeError:  # What the default strategy raises instead of a device list.
     accelerators = [d.name for d in tf.config.list_logical_devices() if d.device_type in ("GPU", "TPU")]
     return accelerators or ["/device:CPU:0"]
 
