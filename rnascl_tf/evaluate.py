@@ -34,7 +34,7 @@ def main() -> int:
     raise UserInputError("--model is required: a .keras file or an exported SavedModel folder")
   eval_cfg = cli.eval_config(FLAGS)
   data_cfg = cli.data_config(FLAGS)
-  from rnascl_tf import evaluation  # Heavy imports after flag validation: errors come fast.
+  from rnascl_tf.evaluation import engine as evaluation  # Heavy imports after flag validation: errors come fast.
   try:
     result = evaluation.evaluate_path(FLAGS.model, data_cfg, eval_cfg, output_dir=FLAGS.output_dir,
                                       progress=_progress_printer(FLAGS.verbose))

@@ -7,7 +7,7 @@ Usage:
 Writes the SavedModel `<export_base>/<model_name>/<version>/` with the signatures `serving_default`
 (`images`: float32 [batch, H, W, C] pixels in [0, 1]) and `serving_bytes` (`image_bytes`: encoded
 JPEG/PNG), both returning `logits`, `probs` and `classes`, plus `assets.extra/export_manifest.json`
-(see rnascl_tf/serving.py). Serve it with `tensorflow_model_server --model_name=<model_name>
+(see rnascl_tf/serving/saved_model.py). Serve it with `tensorflow_model_server --model_name=<model_name>
 --model_base_path=<export_base>/<model_name>`.
 """
 
@@ -41,8 +41,8 @@ def main() -> int:
                      ("model_name", "the served model's name"), ("version", "a non-negative integer")):
     if FLAGS[name].value is None or FLAGS[name].value == "":
       raise UserInputError(f"--{name} is required: {what}")
-  from rnascl_tf import io_utils  # Heavy imports after flag validation: errors come fast.
-  from rnascl_tf import serving
+  from rnascl_tf.runtime import artefacts as io_utils  # Heavy imports after flag validation: errors come fast.
+  from rnascl_tf.serving import saved_model as serving
 
   model = io_utils.load_keras_model(FLAGS.model, "model (--model)")
   path = serving.export_for_serving(model, FLAGS.export_base, FLAGS.model_name, FLAGS.version,

@@ -34,7 +34,7 @@ def format_candidates(model, kind: str = "all") -> str:
   Returns:
     The text, ending with a newline.
   """
-  from rnascl_tf import teacher_io  # Local import: `--help` should not wait for TensorFlow.
+  from rnascl_tf.distill import teacher_taps as teacher_io  # Local import: `--help` should not wait for TensorFlow.
 
   candidates = teacher_io.list_candidate_layers(model)
   lines: List[str] = [f"teacher {model.name!r}: {model.count_params():,} parameters"]
@@ -62,7 +62,7 @@ def main(argv, flag_values: flags.FlagValues = flags.FLAGS) -> int:
   if not flag_values.model:
     print("--model is required: path to a .keras teacher", file=sys.stderr)
     return 2
-  from rnascl_tf import io_utils, teachers  # noqa: F401  teachers registers the built-in classes.
+  from rnascl_tf.runtime import artefacts as io_utils, teachers  # noqa: F401  teachers registers the built-in classes.
 
   try:
     model = io_utils.load_keras_model(flag_values.model, "teacher (--model)")

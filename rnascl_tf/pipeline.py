@@ -19,7 +19,7 @@ from absl import app
 from absl import flags
 
 from rnascl_tf import cli
-from rnascl_tf import io_utils
+from rnascl_tf.runtime import artefacts as io_utils
 from rnascl_tf.errors import UserInputError
 
 flags.DEFINE_string("run_dir", None, "Run folder: one subfolder per stage, logs/, report.md, report.html.")
@@ -210,7 +210,7 @@ def run_pipeline(run_dir: str, stages: List[Stage]) -> int:
   """Runs or skips every stage, then writes the report. Returns the exit status."""
   t0 = time.time()
   state, status = run_stages(run_dir, stages)
-  from rnascl_tf import report  # Imports TF/matplotlib: only once the stages are done.
+  from rnascl_tf.evaluation import report  # Imports TF/matplotlib: only once the stages are done.
   paths = report.write_report(run_dir, {s.name: state["stages"].get(s.name, {}).get("command") for s in stages})
   print(f"report: {paths['markdown']}\n        {paths['html']}\nexported model: "
         f"{os.path.dirname(stages[3].artefacts[0])}\ntotal time: {(time.time() - t0) / 60:.1f} min")

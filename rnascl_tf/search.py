@@ -38,7 +38,7 @@ def main() -> int:
   optim_cfg = cli.optim_config(FLAGS)
   search_cfg = cli.search_config(FLAGS)
   decay = cli.tau_decay(FLAGS)
-  from rnascl_tf import searching  # Heavy imports after flag validation: errors come fast.
+  from rnascl_tf.stages import search as searching  # Heavy imports after flag validation: errors come fast.
   out = searching.run_search(
       run=run, data_cfg=data_cfg, optim_cfg=optim_cfg, cfg=search_cfg, space_spec=FLAGS.search_space,
       student_layers=FLAGS.student_layers, teacher_path=FLAGS.teacher_path, teacher_layers=FLAGS.teacher_layers,

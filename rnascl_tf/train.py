@@ -37,7 +37,7 @@ def main() -> int:
   data_cfg = cli.data_config(FLAGS)
   robust = cli.robust_config(FLAGS, mode=mode)
   optim_cfg = cli.optim_config(FLAGS)
-  from rnascl_tf import retraining  # Heavy imports after flag validation: errors come fast.
+  from rnascl_tf.stages import retrain as retraining  # Heavy imports after flag validation: errors come fast.
   s = retraining.retrain(
       run=run, data_cfg=data_cfg, robust=robust, optim_cfg=optim_cfg, genotype_path=FLAGS.genotype,
       objective=FLAGS.objective, use_kl=use_kl, use_cl=use_cl, tutor_map_kind=FLAGS.tutor_map,

@@ -35,7 +35,7 @@ def main() -> int:
   data_cfg = cli.data_config(FLAGS)
   robust = cli.robust_config(FLAGS)
   optim_cfg = cli.optim_config(FLAGS)
-  from rnascl_tf import teacher_training  # Heavy imports after flag validation: errors come fast.
+  from rnascl_tf.stages import train_teacher as teacher_training  # Heavy imports after flag validation: errors come fast.
   summary = teacher_training.train_teacher(
       run=run, data_cfg=data_cfg, robust=robust, optim_cfg=optim_cfg,
       arch=FLAGS.teacher_arch, width=FLAGS.teacher_width, depth=FLAGS.teacher_depth,

@@ -7,7 +7,7 @@ On random CIFAR-shaped data (32x32x3, 10 classes), one model (default: the s7 ch
 maximum widths, the size of the paper's RNAS-CL-S7 student; `--model=resnet18` etc. for a built-in
 teacher architecture), in turns:
 
-- pgd: `rnascl_tf.attacks.generate` with PGD-k (L-inf, eps 8/255, step 2/255, random start, true
+- pgd: `rnascl_tf.robust.attacks.generate` with PGD-k (L-inf, eps 8/255, step 2/255, random start, true
   labels, cleverhans backend) inside one `tf.function`, exactly as `RobustEvaluator` compiles it;
 - fwd_bwd: one forward + backward of the cross-entropy w.r.t. the input (training=False), in one
   `tf.function`; the reference is steps x its median;
@@ -44,8 +44,8 @@ def build_model(spec: str, width, shape, seed: int):
   """(model, description) for `child:<space>` (max widths) or a built-in teacher arch."""
   import keras
 
-  from rnascl_tf import child as child_lib
-  from rnascl_tf import search_space as ss
+  from rnascl_tf.models import child as child_lib
+  from rnascl_tf.nas import search_space as ss
 
   keras.utils.set_random_seed(seed)
   if spec.startswith("child:"):
@@ -69,7 +69,7 @@ def main(argv=None) -> dict:
   import numpy as np
   import tensorflow as tf
 
-  from rnascl_tf import attacks
+  from rnascl_tf.robust import attacks
 
   tiny = args.tiny
   spec = bc.pick(args, "model", "child:s7", "child:tiny")

@@ -67,14 +67,14 @@ def parse_args(argv=None):
 
 @contextlib.contextmanager
 def cross_layer_loss_removed():
-  """Patches `rnascl_tf.losses` so a step traced inside computes no attention maps or distances.
+  """Patches `rnascl_tf.distill.losses` so a step traced inside computes no attention maps or distances.
 
   The tutor weights still reach the loss through a zero term, so the architecture optimiser sees
   the same variables with (zero) gradients.
   """
   import tensorflow as tf
 
-  from rnascl_tf import losses
+  from rnascl_tf.distill import losses
 
   saved = losses.layer_distances_from_energies, losses.cross_layer_loss
 
@@ -96,7 +96,7 @@ def make_cl_isolated(model, grid: int):
   """tf.function-able: the cross-layer loss and its gradient for both batches of a step."""
   import tensorflow as tf
 
-  from rnascl_tf import losses
+  from rnascl_tf.distill import losses
 
   tutor = model.tutor_logits
 
@@ -136,7 +136,7 @@ def main(argv=None) -> dict:
   device = bc.device_info()
   import tensorflow as tf
 
-  from rnascl_tf.search_model import SearchConfig
+  from rnascl_tf.nas.search_model import SearchConfig
 
   tiny = args.tiny
   spaces = (args.spaces or ("tiny" if tiny else "s3,s5,s7,s9,s18")).split(",")

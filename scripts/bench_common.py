@@ -6,7 +6,7 @@
   (robust to one slow round) with the ratio of medians next to it.
 - Device: CPU model (/proc/cpuinfo), logical and usable cores, load average, TF / Keras / Python
   versions, GPU names (the scripts run unchanged on a GPU machine).
-- Output: one JSON file per benchmark, written atomically via `rnascl_tf.io_utils`, with the settings,
+- Output: one JSON file per benchmark, written atomically via `rnascl_tf.runtime.artefacts`, with the settings,
   the device, the measured numbers and whether each target was met.
 - Models: the search set-up every benchmark shares (teacher taps, supernet, SearchModel with pre-built
   optimisers, random CIFAR-shaped batches) and the "plain" step that is the unavoidable work of one
@@ -254,7 +254,7 @@ def write_result(args, name: str, settings: dict, results: dict, targets: Dict[s
     started: `time.time()` at the start (wall time of the whole script).
     device: `device_info()` taken at the start (the load average then); taken now if None.
   """
-  from rnascl_tf import io_utils
+  from rnascl_tf.runtime import artefacts as io_utils
 
   device = dict(device or device_info())
   device["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
@@ -304,8 +304,8 @@ def build_teacher(arch: str, width: Optional[float] = None, input_shape=CIFAR_SH
   `width` is the widen factor of WRN archs (`wrn34_10` with a width becomes `wide_resnet` depth 34)
   and the width multiplier of the others; `depth` is used by `wide_resnet` only.
   """
-  from rnascl_tf import teacher_io
-  from rnascl_tf import teachers
+  from rnascl_tf.distill import teacher_taps as teacher_io
+  from rnascl_tf.models import teachers
 
   knobs = teacher_knobs(arch, width)
   build_arch = arch
@@ -324,15 +324,15 @@ def build_teacher(arch: str, width: Optional[float] = None, input_shape=CIFAR_SH
 
 def build_search_model(space_name: str, taps, input_shape=CIFAR_SHAPE, classes=CIFAR_CLASSES, seed: int = 0,
                        cfg=None):
-  """A SearchModel as `rnascl_tf.searching.run_search` assembles it (default SearchConfig, SGD weights
+  """A SearchModel as `rnascl_tf.stages.search.run_search` assembles it (default SearchConfig, SGD weights
   with the default OptimConfig schedule, Adam on the width and tutor logits), optimisers pre-built."""
   import keras
 
-  from rnascl_tf import optim
-  from rnascl_tf import search_space as ss
-  from rnascl_tf.config import OptimConfig
-  from rnascl_tf.search_model import SearchConfig, SearchModel
-  from rnascl_tf.supernet import Supernet
+  from rnascl_tf.runtime import optimizers as optim
+  from rnascl_tf.nas import search_space as ss
+  from rnascl_tf.configs import OptimConfig
+  from rnascl_tf.nas.search_model import SearchConfig, SearchModel
+  from rnascl_tf.models.supernet import Supernet
 
   keras.utils.set_random_seed(seed)
   space = ss.resolve_space(space_name)
@@ -372,7 +372,7 @@ def make_plain_step(model):
   """
   import tensorflow as tf
 
-  from rnascl_tf import losses
+  from rnascl_tf.distill import losses
 
   supernet = model.supernet
   teacher = model._teacher  # pylint: disable=protected-access

@@ -305,7 +305,7 @@ def finish_config(args, started_worker, kind: str, jit: bool) -> dict:
 def main(argv=None) -> dict:
   args = parse_args(argv)
   if args.worker:
-    from rnascl_tf import io_utils
+    from rnascl_tf.runtime import artefacts as io_utils
     io_utils.atomic_write_json(args.worker_out, run_worker(args))
     return {}
   started = time.time()

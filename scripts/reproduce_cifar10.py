@@ -29,7 +29,7 @@ REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 if REPO not in sys.path:
   sys.path.insert(0, REPO)
 
-from rnascl_tf import io_utils  # noqa: E402
+from rnascl_tf.runtime import artefacts as io_utils  # noqa: E402
 from rnascl_tf.errors import UserInputError  # noqa: E402
 from rnascl_tf.pipeline import Stage, flagfile_value, run_stages  # noqa: E402
 
@@ -144,7 +144,7 @@ def model_row(ev: dict, summary: dict, seconds: dict) -> dict:
 
 def _teacher_cost(path: str, teacher_eval: dict) -> dict:
   """Parameters and FLOPs of the teacher, counted layer by layer like the students'."""
-  from rnascl_tf import cost  # Lazy: pulls in TensorFlow.
+  from rnascl_tf.models import cost  # Lazy: pulls in TensorFlow.
 
   return cost.count_model_cost(io_utils.load_keras_model(path, "teacher"), teacher_eval["model"]["input_shape"])
 

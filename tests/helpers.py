@@ -8,12 +8,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from rnascl_tf import io_utils
-from rnascl_tf import search_space as ss
-from rnascl_tf import teacher_io
-from rnascl_tf import teachers
-from rnascl_tf.search_model import SearchConfig, SearchModel
-from rnascl_tf.supernet import Supernet
+from rnascl_tf.runtime import artefacts as io_utils
+from rnascl_tf.nas import search_space as ss
+from rnascl_tf.distill import teacher_taps as teacher_io
+from rnascl_tf.models import teachers
+from rnascl_tf.nas.search_model import SearchConfig, SearchModel
+from rnascl_tf.models.supernet import Supernet
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 SHAPE = (8, 8, 1)

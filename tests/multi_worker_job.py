@@ -22,15 +22,15 @@ DATA = dict(dataset="digits", image_size=8, batch_size=16, max_train_examples=30
 
 def run(stage: str, model_dir: str, teacher: str, epochs: int, steps: int, strategy: str, seed: int = 3) -> dict:
   """Runs one tiny stage under `strategy`; returns {"variables": [arrays], "genotype"/"summary": ...}."""
-  from rnascl_tf.config import OptimConfig, RobustConfig, RunConfig
-  from rnascl_tf.data import DataConfig
+  from rnascl_tf.configs import OptimConfig, RobustConfig, RunConfig
+  from rnascl_tf.data.datasets import DataConfig
 
   run_cfg = RunConfig(model_dir=model_dir, epochs=epochs, steps_per_epoch=steps, seed=seed, strategy=strategy,
                       verbose=0, sync_bn=True)
   data = DataConfig(seed=seed, **DATA)
   if stage == "search":
-    from rnascl_tf import searching
-    from rnascl_tf.search_model import SearchConfig
+    from rnascl_tf.stages import search as searching
+    from rnascl_tf.nas.search_model import SearchConfig
     out = searching.run_search(
         run=run_cfg, data_cfg=data, optim_cfg=OptimConfig(optimizer="adam", learning_rate=0.004, schedule="constant"),
         cfg=SearchConfig(), space_spec="tiny", student_layers="all_convs", teacher_path=teacher,
@@ -38,9 +38,9 @@ def run(stage: str, model_dir: str, teacher: str, epochs: int, steps: int, strat
         tau_min=0.1, fingerprint={"seed": seed, "stage": "test"})
     return {"variables": [v.numpy() for v in out["model"].variables], "genotype": out["genotype"],
             "history": out["history"], "is_chief": out["is_chief"]}
-  from rnascl_tf import data as data_lib
-  from rnascl_tf import teachers
-  from rnascl_tf import training
+  from rnascl_tf.data import datasets as data_lib
+  from rnascl_tf.models import teachers
+  from rnascl_tf.stages import driver as training
   splits = data_lib.load_splits(data)
   info = splits.info
 

@@ -1,4 +1,4 @@
-"""Tests for rnascl_tf.attacks on a tiny undefended toy model (8x8x3 pixels, 4 classes)."""
+"""Tests for rnascl_tf.robust.attacks on a tiny undefended toy model (8x8x3 pixels, 4 classes)."""
 
 import types
 
@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rnascl_tf import attacks
-from rnascl_tf.attacks import AttackConfig
+from rnascl_tf.robust import attacks
+from rnascl_tf.robust.attacks import AttackConfig
 from rnascl_tf.errors import UserInputError
-from rnascl_tf.layers import PixelNormalization
+from rnascl_tf.models.layers import PixelNormalization
 
 EPS = 8 / 255
 NUM_CLASSES = 4

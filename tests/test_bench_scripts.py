@@ -85,7 +85,7 @@ def test_bench_cl_loss(tmp_path):
 
 
 def test_cross_layer_loss_removed_restores_the_module():
-  from rnascl_tf import losses
+  from rnascl_tf.distill import losses
   saved = losses.layer_distances_from_energies, losses.cross_layer_loss
   with pytest.raises(RuntimeError):
     with _script("bench_cl_loss").cross_layer_loss_removed():

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 import helpers
-from rnascl_tf import callbacks as cbs
-from rnascl_tf.checkpointing import Checkpointer, TrainingDiverged
-from rnascl_tf.config import RobustConfig
+from rnascl_tf.runtime import callbacks as cbs
+from rnascl_tf.runtime.checkpointing import Checkpointer, TrainingDiverged
+from rnascl_tf.configs import RobustConfig
 from rnascl_tf.errors import UserInputError
-from rnascl_tf.robust_trainer import RobustTrainer
+from rnascl_tf.robust.trainer import RobustTrainer
 
 
 def _trainer():

@@ -6,10 +6,10 @@ import keras
 import numpy as np
 import pytest
 
-from rnascl_tf import search_space as ss
-from rnascl_tf.child import ChildNet, build_child_from_choices, warm_start_from_supernet
+from rnascl_tf.nas import search_space as ss
+from rnascl_tf.models.child import ChildNet, build_child_from_choices, warm_start_from_supernet
 from rnascl_tf.errors import UserInputError
-from rnascl_tf.supernet import Supernet
+from rnascl_tf.models.supernet import Supernet
 
 SHAPE = (16, 16, 3)
 MEAN, STD = [0.5, 0.4, 0.3], [0.25, 0.2, 0.3]

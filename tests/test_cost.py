@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rnascl_tf import cost
-from rnascl_tf import search_space as ss
-from rnascl_tf.child import ChildNet
-from rnascl_tf.supernet import Supernet
+from rnascl_tf.models import cost
+from rnascl_tf.nas import search_space as ss
+from rnascl_tf.models.child import ChildNet
+from rnascl_tf.models.supernet import Supernet
 
 MEAN, STD = [0.5] * 3, [0.25] * 3
 EXPANSION_SPACE = {"name": "exp", "stem_width": 8, "stages": [

@@ -1,4 +1,4 @@
-"""Tests for rnascl_tf.data: splits, pipelines, TFDS (mocked), image folders and input errors."""
+"""Tests for rnascl_tf.data.datasets: splits, pipelines, TFDS (mocked), image folders and input errors."""
 
 import dataclasses
 import os
@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from conftest import SHARED_DATA
 import helpers
-from rnascl_tf import data
+from rnascl_tf.data import datasets as data
 from rnascl_tf.errors import UserInputError
 
 CIFAR_TARBALL = os.path.join(SHARED_DATA, "cifar10-jpeg.tar.gz")

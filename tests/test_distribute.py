@@ -18,22 +18,22 @@ import tensorflow as tf
 from cleverhans.tf2.attacks.projected_gradient_descent import projected_gradient_descent
 
 import helpers
-from rnascl_tf import attacks
-from rnascl_tf import child as child_lib
+from rnascl_tf.robust import attacks
+from rnascl_tf.models import child as child_lib
 from rnascl_tf import cli
-from rnascl_tf import distribute
-from rnascl_tf import distributed_loop
-from rnascl_tf import search_space as ss
-from rnascl_tf import searching
-from rnascl_tf import teacher_io
-from rnascl_tf import teachers
-from rnascl_tf import training
-from rnascl_tf.checkpointing import Checkpointer
-from rnascl_tf.config import OptimConfig, RobustConfig, RunConfig
-from rnascl_tf.data import DataConfig, load_splits
+from rnascl_tf.runtime import distribute
+from rnascl_tf.runtime import custom_loop as distributed_loop
+from rnascl_tf.nas import search_space as ss
+from rnascl_tf.stages import search as searching
+from rnascl_tf.distill import teacher_taps as teacher_io
+from rnascl_tf.models import teachers
+from rnascl_tf.stages import driver as training
+from rnascl_tf.runtime.checkpointing import Checkpointer
+from rnascl_tf.configs import OptimConfig, RobustConfig, RunConfig
+from rnascl_tf.data.datasets import DataConfig, load_splits
 from rnascl_tf.errors import UserInputError
-from rnascl_tf.robust_trainer import DistillConfig, RobustTrainer
-from rnascl_tf.search_model import SearchConfig
+from rnascl_tf.robust.trainer import DistillConfig, RobustTrainer
+from rnascl_tf.nas.search_model import SearchConfig
 
 BATCH, STEPS = 8, 3
 

@@ -12,14 +12,14 @@ import pytest
 import tensorflow as tf
 
 import helpers
-from rnascl_tf import attacks
-from rnascl_tf import evaluation
-from rnascl_tf import io_utils
-from rnascl_tf import plots
-from rnascl_tf.data import DataConfig
+from rnascl_tf.robust import attacks
+from rnascl_tf.evaluation import engine as evaluation
+from rnascl_tf.runtime import artefacts as io_utils
+from rnascl_tf.evaluation import plots
+from rnascl_tf.data.datasets import DataConfig
 from rnascl_tf.errors import UserInputError
-from rnascl_tf.evaluation import ArtBudget, EvalConfig
-from rnascl_tf.layers import PixelNormalization
+from rnascl_tf.evaluation.engine import ArtBudget, EvalConfig
+from rnascl_tf.models.layers import PixelNormalization
 
 NUM_CLASSES = 4
 SHAPE = (8, 8, 1)
@@ -247,7 +247,7 @@ def tiny_files(tmp_path_factory):
 
 
 def test_savedmodel_is_evaluated_through_its_signature(tiny_files):
-  serving = pytest.importorskip("rnascl_tf.serving", reason="rnascl_tf.serving (the exporter) is not there yet")
+  serving = pytest.importorskip("rnascl_tf.serving.saved_model", reason="rnascl_tf.serving.saved_model (the exporter) is not there yet")
   teacher = io_utils.load_keras_model(tiny_files.teacher)
   export_dir = serving.export_for_serving(teacher, str(tiny_files.root / "export"), "teacher", 1)
   loaded = evaluation.load_model(str(tiny_files.root / "export" / "teacher"))  # highest version
@@ -310,7 +310,7 @@ def test_default_output_dir_is_beside_the_model():
 @pytest.fixture(scope="module")
 def digits_model(tmp_path_factory):
   """An MLP trained on 8x8 digits for a few epochs (~90% clean), saved as .keras."""
-  from rnascl_tf import data as data_lib
+  from rnascl_tf.data import datasets as data_lib
   splits = data_lib.load_splits(DataConfig(dataset="digits", image_size=8))
   x, y = splits.numpy("train_full")
   keras.utils.set_random_seed(0)
@@ -356,7 +356,7 @@ def test_cli_missing_model_names_the_flag(tmp_path):
 def test_cli_failed_sanity_check_exits_4_after_writing(tiny_files, tmp_path):
   # A negative black-box tolerance makes the masking check fail on any model: the real exit path.
   out = tmp_path / "eval"
-  code = ("import runpy, sys; import rnascl_tf.evaluation as e; e.blackbox_tolerance = lambda n: -1.0; "
+  code = ("import runpy, sys; import rnascl_tf.evaluation.engine as e; e.blackbox_tolerance = lambda n: -1.0; "
           f"sys.argv = ['evaluate', '--model={tiny_files.teacher}', '--dataset=digits', '--image_size=8', "
           f"'--num_examples=8', '--attacks=fgsm', '--eps_sweep=none', '--blackbox_queries=5', '--output_dir={out}']; "
           "runpy.run_module('rnascl_tf.evaluate', run_name='__main__')")

@@ -21,10 +21,10 @@ from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 import helpers
-from rnascl_tf import attacks
-from rnascl_tf import io_utils
-from rnascl_tf import serving
-from rnascl_tf import teachers
+from rnascl_tf.robust import attacks
+from rnascl_tf.runtime import artefacts as io_utils
+from rnascl_tf.serving import saved_model as serving
+from rnascl_tf.models import teachers
 from rnascl_tf.errors import UserInputError
 
 SHAPE = (8, 8, 3)

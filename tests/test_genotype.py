@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 import helpers
-from rnascl_tf import genotype as genotype_lib
-from rnascl_tf import searching
-from rnascl_tf import search_space as ss
-from rnascl_tf import teacher_io
-from rnascl_tf.data import DatasetInfo
+from rnascl_tf.nas import genotype as genotype_lib
+from rnascl_tf.stages import search as searching
+from rnascl_tf.nas import search_space as ss
+from rnascl_tf.distill import teacher_taps as teacher_io
+from rnascl_tf.data.datasets import DatasetInfo
 from rnascl_tf.errors import UserInputError
 
 

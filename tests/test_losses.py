@@ -1,4 +1,4 @@
-"""Tests of rnascl_tf.losses against hand (numpy) computations, a toy tutor search, and replica scaling."""
+"""Tests of rnascl_tf.distill.losses against hand (numpy) computations, a toy tutor search, and replica scaling."""
 
 import math
 
@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 from keras import ops
 
-from rnascl_tf import losses
+from rnascl_tf.distill import losses
 
 
 # ---------------------------------------------------------------------------------------------

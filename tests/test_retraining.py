@@ -8,17 +8,17 @@ import pytest
 
 import helpers
 from rnascl_tf import cli
-from rnascl_tf import cost as cost_lib
-from rnascl_tf import genotype as genotype_lib
-from rnascl_tf import losses
-from rnascl_tf import retraining
-from rnascl_tf import searching
-from rnascl_tf import teacher_io
-from rnascl_tf.config import OptimConfig, RobustConfig, RunConfig
-from rnascl_tf.data import DataConfig, load_splits
+from rnascl_tf.models import cost as cost_lib
+from rnascl_tf.nas import genotype as genotype_lib
+from rnascl_tf.distill import losses
+from rnascl_tf.stages import retrain as retraining
+from rnascl_tf.stages import search as searching
+from rnascl_tf.distill import teacher_taps as teacher_io
+from rnascl_tf.configs import OptimConfig, RobustConfig, RunConfig
+from rnascl_tf.data.datasets import DataConfig, load_splits
 from rnascl_tf.errors import UserInputError
-from rnascl_tf.robust_trainer import DistillConfig, RobustTrainer
-from rnascl_tf.search_model import SearchConfig
+from rnascl_tf.robust.trainer import DistillConfig, RobustTrainer
+from rnascl_tf.nas.search_model import SearchConfig
 
 DATA = DataConfig(dataset="digits", image_size=8, batch_size=16, max_train_examples=200, max_test_examples=32)
 

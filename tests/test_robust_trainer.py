@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 import helpers
-from rnascl_tf.config import RobustConfig
-from rnascl_tf.robust_trainer import RobustTrainer
+from rnascl_tf.configs import RobustConfig
+from rnascl_tf.robust.trainer import RobustTrainer
 
 
 def _data(n=32, seed=0):

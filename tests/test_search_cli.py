@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 import helpers
-from rnascl_tf import genotype as genotype_lib
-from rnascl_tf import searching
-from rnascl_tf.config import OptimConfig, RunConfig
-from rnascl_tf.data import DataConfig
+from rnascl_tf.nas import genotype as genotype_lib
+from rnascl_tf.stages import search as searching
+from rnascl_tf.configs import OptimConfig, RunConfig
+from rnascl_tf.data.datasets import DataConfig
 from rnascl_tf.errors import UserInputError
-from rnascl_tf.search_model import SearchConfig
+from rnascl_tf.nas.search_model import SearchConfig
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import tensorflow as tf
 from keras import ops
 
 from rnascl_tf.errors import UserInputError
-from rnascl_tf.search_model import SearchConfig, resource_factor
+from rnascl_tf.nas.search_model import SearchConfig, resource_factor
 import helpers
 
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from rnascl_tf import search_space as ss
+from rnascl_tf.nas import search_space as ss
 from rnascl_tf.errors import UserInputError
 
 

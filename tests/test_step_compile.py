@@ -1,8 +1,8 @@
-"""Tests of rnascl_tf.step_compile: the warning for XLA on CPU-only replicas."""
+"""Tests of rnascl_tf.runtime.xla: the warning for XLA on CPU-only replicas."""
 
 import pytest
 
-from rnascl_tf import step_compile
+from rnascl_tf.runtime import xla as step_compile
 
 CPU = "/job:localhost/replica:0/task:0/device:CPU:0"
 CPU1 = "/job:localhost/replica:0/task:0/device:CPU:1"
@@ -29,7 +29,7 @@ def test_warns_only_for_xla_on_cpu_only_replicas(monkeypatch, jit, devices, warn
 @pytest.mark.parametrize("name", ["default", "one_device"])
 def test_replica_devices_of_the_strategies_on_this_cpu(name):
   import tensorflow as tf
-  from rnascl_tf import distribute
+  from rnascl_tf.runtime import distribute
   if tf.config.list_physical_devices("GPU"):
     pytest.skip("a GPU is visible: the strategies would run there")
   devices = step_compile.replica_devices(distribute.make_strategy(name))

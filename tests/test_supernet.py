@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rnascl_tf import blocks
-from rnascl_tf import search_space as ss
-from rnascl_tf.supernet import ARCH_MARKERS, Supernet
+from rnascl_tf.models import blocks
+from rnascl_tf.nas import search_space as ss
+from rnascl_tf.models.supernet import ARCH_MARKERS, Supernet
 
 SHAPE = (16, 16, 3)
 MEAN, STD = [0.5] * 3, [0.25] * 3

@@ -10,9 +10,12 @@ import numpy as np
 import pytest
 from absl import flags
 
-from rnascl_tf import io_utils, list_layers, teacher_io, teachers
+from rnascl_tf import list_layers
+from rnascl_tf.distill import teacher_taps as teacher_io
+from rnascl_tf.models import teachers
+from rnascl_tf.runtime import artefacts as io_utils
 from rnascl_tf.errors import UserInputError
-from rnascl_tf.layers import PixelNormalization
+from rnascl_tf.models.layers import PixelNormalization
 
 _SHAPE = (16, 16, 3)
 _CLASSES = 3

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from rnascl_tf import teachers
+from rnascl_tf.models import teachers
 from rnascl_tf.errors import UserInputError
 
 # arch, knobs, input shape, expected per-example shapes of a few taps. Tiny widths keep CPU time low.

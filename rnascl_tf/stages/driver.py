@@ -14,16 +14,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from rnascl_tf import attacks
-from rnascl_tf import callbacks as cbs
-from rnascl_tf import data as data_lib
-from rnascl_tf import distribute
-from rnascl_tf import distributed_loop
-from rnascl_tf import io_utils
-from rnascl_tf import optim
-from rnascl_tf import step_compile
-from rnascl_tf.config import OptimConfig, RobustConfig, RunConfig
-from rnascl_tf.robust_trainer import DistillConfig, RobustTrainer
+from rnascl_tf.robust import attacks
+from rnascl_tf.runtime import callbacks as cbs
+from rnascl_tf.data import datasets as data_lib
+from rnascl_tf.runtime import distribute
+from rnascl_tf.runtime import custom_loop as distributed_loop
+from rnascl_tf.runtime import artefacts as io_utils
+from rnascl_tf.runtime import optimizers as optim
+from rnascl_tf.runtime import xla as step_compile
+from rnascl_tf.configs import OptimConfig, RobustConfig, RunConfig
+from rnascl_tf.robust.trainer import DistillConfig, RobustTrainer
 
 
 class CleanPgdEvaluator:

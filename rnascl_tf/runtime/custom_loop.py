@@ -24,8 +24,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 import keras
 import tensorflow as tf
 
-from rnascl_tf import distribute
-from rnascl_tf.checkpointing import Checkpointer
+from rnascl_tf.runtime import distribute
+from rnascl_tf.runtime.checkpointing import Checkpointer
 
 DatasetOrFn = Union[tf.data.Dataset, Callable[[], tf.data.Dataset]]
 

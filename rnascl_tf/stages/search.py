@@ -9,22 +9,22 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from rnascl_tf import callbacks as cbs
-from rnascl_tf import child as child_lib
-from rnascl_tf import cost as cost_lib
-from rnascl_tf import data as data_lib
-from rnascl_tf import distribute
-from rnascl_tf import distributed_loop
-from rnascl_tf import genotype as genotype_lib
-from rnascl_tf import io_utils
-from rnascl_tf import optim
-from rnascl_tf import plots
-from rnascl_tf import search_space as ss
-from rnascl_tf import step_compile
-from rnascl_tf import teacher_io
-from rnascl_tf.config import OptimConfig, RunConfig
-from rnascl_tf.search_model import SearchConfig, SearchModel, TemperatureSchedule, WeightOnlyWarmup
-from rnascl_tf.supernet import Supernet
+from rnascl_tf.runtime import callbacks as cbs
+from rnascl_tf.models import child as child_lib
+from rnascl_tf.models import cost as cost_lib
+from rnascl_tf.data import datasets as data_lib
+from rnascl_tf.runtime import distribute
+from rnascl_tf.runtime import custom_loop as distributed_loop
+from rnascl_tf.nas import genotype as genotype_lib
+from rnascl_tf.runtime import artefacts as io_utils
+from rnascl_tf.runtime import optimizers as optim
+from rnascl_tf.evaluation import plots
+from rnascl_tf.nas import search_space as ss
+from rnascl_tf.runtime import xla as step_compile
+from rnascl_tf.distill import teacher_taps as teacher_io
+from rnascl_tf.configs import OptimConfig, RunConfig
+from rnascl_tf.nas.search_model import SearchConfig, SearchModel, TemperatureSchedule, WeightOnlyWarmup
+from rnascl_tf.models.supernet import Supernet
 
 
 def _teacher_manifest_for(path: str, model, taps, dataset: str) -> dict:

@@ -11,7 +11,7 @@ from typing import Any, Dict, Optional
 
 import tensorflow as tf
 
-from rnascl_tf import io_utils
+from rnascl_tf.runtime import artefacts as io_utils
 from rnascl_tf.errors import TrainingDiverged, UserInputError  # noqa: F401  (re-exported)
 
 STATE_SCHEMA = "rnascl_tf/run_state"

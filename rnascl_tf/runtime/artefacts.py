@@ -101,10 +101,10 @@ def load_keras_model(path: str, what: str = "model"):
   import keras  # Local import: keeps this module importable without TF for pure-JSON users.
 
   # Importing the modules registers our serialisable classes (safe_mode only loads registered ones).
-  import rnascl_tf.child  # noqa: F401
-  import rnascl_tf.layers  # noqa: F401
-  import rnascl_tf.optim  # noqa: F401
-  import rnascl_tf.teachers  # noqa: F401
+  import rnascl_tf.models.child  # noqa: F401
+  import rnascl_tf.models.layers  # noqa: F401
+  import rnascl_tf.runtime.optimizers  # noqa: F401
+  import rnascl_tf.models.teachers  # noqa: F401
 
   if not os.path.isfile(path):
     raise UserInputError(f"{what}: no such file: {path!r}")

@@ -5,7 +5,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from rnascl_tf import io_utils
+from rnascl_tf.runtime import artefacts as io_utils
 
 
 def _figure_to_png(fig) -> bytes:

@@ -11,10 +11,10 @@ from typing import Optional, Sequence
 import keras
 from keras import ops
 
-from rnascl_tf import attacks
-from rnascl_tf import losses
-from rnascl_tf.config import RobustConfig
-from rnascl_tf.step_compile import NestedXlaJit
+from rnascl_tf.robust import attacks
+from rnascl_tf.distill import losses
+from rnascl_tf.configs import RobustConfig
+from rnascl_tf.runtime.xla import NestedXlaJit
 
 
 @dataclasses.dataclass(frozen=True)

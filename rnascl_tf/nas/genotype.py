@@ -2,7 +2,7 @@
 
 from typing import Any, Dict, List
 
-from rnascl_tf import io_utils
+from rnascl_tf.runtime import artefacts as io_utils
 from rnascl_tf.errors import UserInputError
 
 SCHEMA = "rnascl_tf/genotype"

@@ -12,8 +12,8 @@ from typing import Mapping, Optional, Sequence
 import keras
 import numpy as np
 
-from rnascl_tf import blocks
-from rnascl_tf import search_space as ss
+from rnascl_tf.models import blocks
+from rnascl_tf.nas import search_space as ss
 from rnascl_tf.errors import UserInputError
 
 

@@ -314,7 +314,7 @@ class ServingModel:
   """The exported `serving_default` signature as a `model_fn(images) -> logits` for evaluation.
 
   Gradients flow through the restored signature (checked with `tf.GradientTape`, eagerly and inside
-  `tf.function`), so the attacks of `rnascl_tf.attacks` run on the exported SavedModel itself.
+  `tf.function`), so the attacks of `rnascl_tf.robust.attacks` run on the exported SavedModel itself.
 
   Inputs are checked before they reach the graph: a floating array or tensor of shape
   [batch, H, W, C] (other float dtypes are cast to float32; integer pixels are refused rather than
@@ -385,6 +385,6 @@ def load_serving(path: str) -> ServingModel:
 
 def read_export_manifest(version_dir: str) -> Dict[str, Any]:
   """The `export_manifest.json` of a version folder."""
-  from rnascl_tf import io_utils
+  from rnascl_tf.runtime import artefacts as io_utils
 
   return io_utils.read_json(os.path.join(version_dir, MANIFEST_PATH), "export manifest")

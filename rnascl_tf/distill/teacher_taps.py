@@ -1,6 +1,6 @@
 """Teachers as the search and retraining stages see them: loading, checks, tap extraction, manifest.
 
-A teacher is either a built-in model of `rnascl_tf.teachers` (taps named by the model itself) or an
+A teacher is either a built-in model of `rnascl_tf.models.teachers` (taps named by the model itself) or an
 external Keras functional / Sequential model saved as `.keras` (taps are layer names). External
 subclassed models are refused: their intermediate outputs cannot be read without running their code.
 
@@ -17,10 +17,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import keras
 
-from rnascl_tf import io_utils
+from rnascl_tf.runtime import artefacts as io_utils
 from rnascl_tf.errors import UserInputError
-from rnascl_tf.layers import PixelNormalization
-from rnascl_tf.teachers import is_builtin_teacher
+from rnascl_tf.models.layers import PixelNormalization
+from rnascl_tf.models.teachers import is_builtin_teacher
 
 MANIFEST_SCHEMA = "rnascl_tf/teacher_manifest"
 MANIFEST_VERSION = 1
@@ -164,7 +164,7 @@ def resolve_teacher_layers(model, spec: Union[str, Sequence[str]]) -> List[str]:
       if not names:
         raise UserInputError(
             f"--teacher_layers={key}: the teacher has no {kind} candidates (see the heuristic in "
-            f"rnascl_tf/teacher_io.py); name the layers explicitly; {_LIST_LAYERS_HINT}")
+            f"rnascl_tf/distill/teacher_taps.py); name the layers explicitly; {_LIST_LAYERS_HINT}")
       return names
     names = [n.strip() for n in key.split(",") if n.strip()]
   else:
@@ -319,7 +319,7 @@ def validate_teacher(model, input_shape: Sequence[int], num_classes: int, assume
   raise UserInputError(
       f"{src}: no PixelNormalization, keras Normalization or Rescaling layer before the first conv, so "
       "the model does not visibly take [0, 1] pixel images (this project attacks in pixel space, "
-      "normalisation must be inside the model). Add rnascl_tf.layers.PixelNormalization(mean, std) "
+      "normalisation must be inside the model). Add rnascl_tf.models.layers.PixelNormalization(mean, std) "
       "as its first layer, or pass --teacher_assume_pixel_input if the model does map [0, 1] pixels "
       "itself in another way")
 
@@ -339,7 +339,7 @@ def load_teacher(path: str, input_shape: Sequence[int], num_classes: int,
   Returns:
     (model, TeacherTaps).
   """
-  # Importing this module imported rnascl_tf.teachers, which registers the built-in classes.
+  # Importing this module imported rnascl_tf.models.teachers, which registers the built-in classes.
   model = io_utils.load_keras_model(path, "teacher (--teacher_path)")
   if not is_builtin_teacher(model):
     _require_graph(model, _source(path))

@@ -5,18 +5,18 @@ from typing import Optional
 
 import tensorflow as tf
 
-from rnascl_tf import child as child_lib
-from rnascl_tf import cost as cost_lib
-from rnascl_tf import data as data_lib
-from rnascl_tf import genotype as genotype_lib
-from rnascl_tf import io_utils
-from rnascl_tf import search_space as ss
-from rnascl_tf import teacher_io
-from rnascl_tf import training
-from rnascl_tf.checkpointing import _flat_variables
-from rnascl_tf.config import OptimConfig, RobustConfig, RunConfig
+from rnascl_tf.models import child as child_lib
+from rnascl_tf.models import cost as cost_lib
+from rnascl_tf.data import datasets as data_lib
+from rnascl_tf.nas import genotype as genotype_lib
+from rnascl_tf.runtime import artefacts as io_utils
+from rnascl_tf.nas import search_space as ss
+from rnascl_tf.distill import teacher_taps as teacher_io
+from rnascl_tf.stages import driver as training
+from rnascl_tf.runtime.checkpointing import _flat_variables
+from rnascl_tf.configs import OptimConfig, RobustConfig, RunConfig
 from rnascl_tf.errors import UserInputError
-from rnascl_tf.robust_trainer import DistillConfig
+from rnascl_tf.robust.trainer import DistillConfig
 
 
 def check_genotype_matches_data(g: dict, info: data_lib.DatasetInfo, path: str) -> None:
@@ -41,7 +41,7 @@ def build_child(g: dict, info: data_lib.DatasetInfo, path: str = "genotype",
 
 def warm_start_from_search(child: child_lib.ChildNet, g: dict, info, search_dir: str) -> None:
   """Copies the leading slices of the search's supernet weights into `child` (the authors' warm start)."""
-  from rnascl_tf.supernet import Supernet  # Local: only needed for the warm start.
+  from rnascl_tf.models.supernet import Supernet  # Local: only needed for the warm start.
 
   latest = tf.train.latest_checkpoint(os.path.join(search_dir, "ckpt"))
   if latest is None:

@@ -23,7 +23,7 @@ import keras
 from keras import ops
 
 from rnascl_tf.errors import UserInputError
-from rnascl_tf.layers import PixelNormalization
+from rnascl_tf.models.layers import PixelNormalization
 
 # PyTorch's BatchNorm defaults (momentum 0.1 there is 0.9 here): the reference teachers were
 # trained with them, and Keras' 0.99 lags badly on short runs.

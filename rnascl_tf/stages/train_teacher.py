@@ -3,12 +3,12 @@
 import os
 from typing import Optional
 
-from rnascl_tf import data as data_lib
-from rnascl_tf import io_utils
-from rnascl_tf import teacher_io
-from rnascl_tf import teachers
-from rnascl_tf import training
-from rnascl_tf.config import OptimConfig, RobustConfig, RunConfig
+from rnascl_tf.data import datasets as data_lib
+from rnascl_tf.runtime import artefacts as io_utils
+from rnascl_tf.distill import teacher_taps as teacher_io
+from rnascl_tf.models import teachers
+from rnascl_tf.stages import driver as training
+from rnascl_tf.configs import OptimConfig, RobustConfig, RunConfig
 
 
 def train_teacher(run: RunConfig, data_cfg: data_lib.DataConfig, robust: RobustConfig, optim_cfg: OptimConfig,

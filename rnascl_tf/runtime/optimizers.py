@@ -5,7 +5,7 @@ import math
 import keras
 from keras import ops
 
-from rnascl_tf.config import OptimConfig
+from rnascl_tf.configs import OptimConfig
 
 
 @keras.saving.register_keras_serializable(package="rnascl_tf")

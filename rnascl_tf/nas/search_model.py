@@ -10,10 +10,10 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from rnascl_tf import gumbel
-from rnascl_tf import losses
+from rnascl_tf.nas import gumbel
+from rnascl_tf.distill import losses
 from rnascl_tf.errors import UserInputError
-from rnascl_tf.step_compile import NestedXlaJit
+from rnascl_tf.runtime.xla import NestedXlaJit
 
 RESOURCE_FORMS = ("fbnet", "budget", "none")
 

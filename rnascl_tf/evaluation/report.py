@@ -11,8 +11,8 @@ import json
 import os
 from typing import Dict, List, Optional, Sequence
 
-from rnascl_tf import io_utils
-from rnascl_tf import plots
+from rnascl_tf.runtime import artefacts as io_utils
+from rnascl_tf.evaluation import plots
 
 
 def _load(path: str) -> Optional[dict]:
@@ -105,7 +105,7 @@ def _attack_rows(evals: Dict[str, Optional[dict]]) -> List[List[str]]:
 
 def _teacher_cost(teacher_eval: Optional[dict]) -> Optional[dict]:
   """Parameters and FLOPs of the evaluated teacher, counted layer by layer like the student's."""
-  from rnascl_tf import cost as cost_lib  # Lazy: pulls in TF.
+  from rnascl_tf.models import cost as cost_lib  # Lazy: pulls in TF.
 
   path = (teacher_eval or {}).get("model", {}).get("path", "")
   if not path.endswith(".keras") or not os.path.exists(path):
@@ -124,7 +124,7 @@ def write_report(run_dir: str, commands: Dict[str, Optional[str]]) -> Dict[str, 
   Returns:
     {"markdown": path, "html": path}.
   """
-  from rnascl_tf import evaluation  # Lazy: pulls in TF and the attack libraries.
+  from rnascl_tf.evaluation import engine as evaluation  # Lazy: pulls in TF and the attack libraries.
 
   d = lambda *p: os.path.join(run_dir, *p)  # noqa: E731
   genotype = _load(d("search", "genotype.json"))

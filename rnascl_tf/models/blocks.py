@@ -32,10 +32,10 @@ import keras
 import numpy as np
 from keras import ops
 
-from rnascl_tf import losses
-from rnascl_tf import search_space as ss
+from rnascl_tf.distill import losses
+from rnascl_tf.nas import search_space as ss
 from rnascl_tf.errors import UserInputError
-from rnascl_tf.layers import PixelNormalization
+from rnascl_tf.models.layers import PixelNormalization
 
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5

@@ -32,10 +32,10 @@ from typing import Callable, Iterable, Mapping, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from rnascl_tf import attacks
-from rnascl_tf import io_utils
-from rnascl_tf import plots
-from rnascl_tf.attacks import AttackConfig
+from rnascl_tf.robust import attacks
+from rnascl_tf.runtime import artefacts as io_utils
+from rnascl_tf.evaluation import plots
+from rnascl_tf.robust.attacks import AttackConfig
 from rnascl_tf.errors import UserInputError
 
 SCHEMA = "rnascl_tf/eval"
@@ -258,7 +258,7 @@ def _declared_input_shape(model) -> Optional[tuple]:
 def load_model(path: str, what: str = "--model") -> LoadedModel:
   """Loads a `.keras` file or an exported SavedModel directory for evaluation.
 
-  A SavedModel runs through `rnascl_tf.serving.ServingModel` (its `serving_default` signature,
+  A SavedModel runs through `rnascl_tf.serving.saved_model.ServingModel` (its `serving_default` signature,
   `images` in, `logits` out); gradients flow through it, so the white-box attacks attack the export.
 
   Args:
@@ -276,7 +276,7 @@ def load_model(path: str, what: str = "--model") -> LoadedModel:
   if not path:
     raise UserInputError(f"{what} is required: {expected}")
   if os.path.isdir(path):
-    from rnascl_tf.serving import ServingModel  # Lazy: only exports need it.
+    from rnascl_tf.serving.saved_model import ServingModel  # Lazy: only exports need it.
     try:
       model = ServingModel(path)
     except UserInputError as e:
@@ -909,7 +909,7 @@ def evaluate_path(model_path: str, data_cfg, config: EvalConfig, output_dir: Opt
     UserInputError: bad model path, shape mismatch, bad data flags.
     SanityCheckError: a sanity check failed (after the reports are written).
   """
-  from rnascl_tf import data as data_lib  # Lazy: pulls in TFDS.
+  from rnascl_tf.data import datasets as data_lib  # Lazy: pulls in TFDS.
 
   loaded = load_model(model_path, "--model")
   splits = data_lib.load_splits(data_cfg)

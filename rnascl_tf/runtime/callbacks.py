@@ -6,7 +6,7 @@ from typing import Callable, Dict, Optional
 
 import keras
 
-from rnascl_tf.checkpointing import Checkpointer, TrainingDiverged
+from rnascl_tf.runtime.checkpointing import Checkpointer, TrainingDiverged
 
 
 class NanGuard(keras.callbacks.Callback):

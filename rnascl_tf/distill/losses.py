@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from rnascl_tf.gumbel import gumbel_softmax
+from rnascl_tf.nas.gumbel import gumbel_softmax
 
 # Norm floor of METHOD.md section 6: an all-zero map stays zero instead of becoming NaN.
 _NORM_EPS = 1e-12

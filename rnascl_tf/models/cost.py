@@ -21,7 +21,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from rnascl_tf import search_space as ss
+from rnascl_tf.nas import search_space as ss
 
 
 def conv_flops(out_h, out_w, kernel_area, c_in, c_out):

@@ -16,10 +16,10 @@ import keras
 import numpy as np
 from keras import ops
 
-from rnascl_tf import blocks
-from rnascl_tf import cost
-from rnascl_tf import search_space as ss
-from rnascl_tf.gumbel import gumbel_softmax
+from rnascl_tf.models import blocks
+from rnascl_tf.models import cost
+from rnascl_tf.nas import search_space as ss
+from rnascl_tf.nas.gumbel import gumbel_softmax
 
 ARCH_MARKERS = ("width_logits_", "expansion_logits_")
 MODES = ("gumbel", "softmax", "argmax", "max")
