@@ -122,7 +122,7 @@ def run_config(f) -> RunConfig:
 
 
 def data_config(f):
-  from rnascl_tf.data.datasets import DataConfig  # Imported lazily: it pulls in TF and TFDS.
+  from rnascl_tf.configs import DataConfig
   return DataConfig(dataset=f.dataset, data_dir=f.data_dir, download=f.download, batch_size=f.batch_size,
                     val_fraction=f.val_fraction, arch_fraction=f.arch_fraction, test_fraction=f.test_fraction,
                     image_size=f.image_size, augment=f.augment, seed=f.seed,
@@ -218,25 +218,21 @@ def define_search_flags() -> None:
 
 
 def search_config(f):
-  from rnascl_tf.nas.search_model import SearchConfig  # Lazy: pulls in TF.
-  return SearchConfig(lambda_kd=f.lambda_kd, kd_temperature=f.kd_temperature, gamma_cl=f.gamma_cl,
-                      cl_grid=f.cl_grid, resource=f.resource, alpha=f.resource_alpha, beta=f.resource_beta,
+  from rnascl_tf.configs import DistillConfig, SearchConfig
+  decay = str(f.tau_decay).strip().lower()
+  if decay != "auto":
+    try:
+      decay = float(decay)
+    except ValueError:
+      raise UserInputError(f"--tau_decay must be a number or 'auto', got {f.tau_decay!r}") from None
+  return SearchConfig(distill=DistillConfig(lambda_kd=f.lambda_kd, kd_temperature=f.kd_temperature,
+                                            gamma_cl=f.gamma_cl, cl_grid=f.cl_grid),
+                      resource=f.resource, alpha=f.resource_alpha, beta=f.resource_beta,
                       mu=f.resource_mu, target_mflops=f.target_mflops, target_mparams=f.target_mparams,
-                      weight_only_epochs=f.weight_only_epochs)
-
-
-def tau_decay(f) -> float:
-  """--tau_decay as a number; 'auto' derives it so tau reaches --tau_min at the last epoch."""
-  from rnascl_tf.nas.gumbel import decay_to_reach
-  if str(f.tau_decay).strip().lower() == "auto":
-    return decay_to_reach(f.tau0, f.tau_min, f.epochs)
-  try:
-    value = float(f.tau_decay)
-  except ValueError as e:
-    raise UserInputError(f"--tau_decay must be a number or 'auto', got {f.tau_decay!r}") from e
-  if value < 0:
-    raise UserInputError(f"--tau_decay must be >= 0, got {value}")
-  return value
+                      weight_only_epochs=f.weight_only_epochs, tau0=f.tau0,
+                      tau_decay=None if decay == "auto" else decay, tau_min=f.tau_min,
+                      arch_learning_rate=f.arch_learning_rate, arch_weight_decay=f.arch_weight_decay,
+                      arch_split=f.arch_split)
 
 
 OBJECTIVES = {
@@ -309,7 +305,7 @@ def _pixel_list(value: str, flag: str) -> tuple:
 
 def eval_config(f):
   """The `evaluation.EvalConfig` of the parsed flags (the model path and --output_dir stay flags)."""
-  from rnascl_tf.evaluation.engine import EvalConfig  # Lazy: pulls in TF and the attack libraries.
+  from rnascl_tf.configs import EvalConfig
   attack_specs = tuple(a.strip() for a in str(f.attacks or "").split(","))
   if not any(attack_specs) or any(not a for a in attack_specs):
     raise UserInputError(f"--attacks must be a comma-separated list such as fgsm,pgd20,mifgsm20,cw20, got {f.attacks!r}")

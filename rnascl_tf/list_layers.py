@@ -62,7 +62,7 @@ def main(argv, flag_values: flags.FlagValues = flags.FLAGS) -> int:
   if not flag_values.model:
     print("--model is required: path to a .keras teacher", file=sys.stderr)
     return 2
-  from rnascl_tf.runtime import artefacts as io_utils, teachers  # noqa: F401  teachers registers the built-in classes.
+  from rnascl_tf.runtime import artefacts as io_utils
 
   try:
     model = io_utils.load_keras_model(flag_values.model, "teacher (--model)")

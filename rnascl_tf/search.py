@@ -37,14 +37,11 @@ def main() -> int:
   data_cfg = cli.data_config(FLAGS)
   optim_cfg = cli.optim_config(FLAGS)
   search_cfg = cli.search_config(FLAGS)
-  decay = cli.tau_decay(FLAGS)
   from rnascl_tf.stages import search as searching  # Heavy imports after flag validation: errors come fast.
   out = searching.run_search(
       run=run, data_cfg=data_cfg, optim_cfg=optim_cfg, cfg=search_cfg, space_spec=FLAGS.search_space,
       student_layers=FLAGS.student_layers, teacher_path=FLAGS.teacher_path, teacher_layers=FLAGS.teacher_layers,
-      assume_pixel_input=FLAGS.teacher_assume_pixel_input, arch_lr=FLAGS.arch_learning_rate,
-      arch_wd=FLAGS.arch_weight_decay, tau0=FLAGS.tau0, tau_decay=decay, tau_min=FLAGS.tau_min,
-      arch_split=FLAGS.arch_split, flag_record=cli.flag_values(FLAGS, _RECORD_FLAGS),
+      assume_pixel_input=FLAGS.teacher_assume_pixel_input, flag_record=cli.flag_values(FLAGS, _RECORD_FLAGS),
       fingerprint=cli.flag_values(FLAGS, _FINGERPRINT_FLAGS))
   print(searching.summarise(out))
   return 0

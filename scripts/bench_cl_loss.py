@@ -136,7 +136,7 @@ def main(argv=None) -> dict:
   device = bc.device_info()
   import tensorflow as tf
 
-  from rnascl_tf.nas.search_model import SearchConfig
+  from rnascl_tf.configs import DistillConfig, SearchConfig
 
   tiny = args.tiny
   spaces = (args.spaces or ("tiny" if tiny else "s3,s5,s7,s9,s18")).split(",")
@@ -149,7 +149,7 @@ def main(argv=None) -> dict:
   full_width = bc.pick(args, "full_width", 10, 2)
   ablation = args.ablation or ("tiny:wide_resnet" if tiny else "s7:resnet18")
   shape = (16, 16, 3) if tiny else bc.CIFAR_SHAPE
-  cfg = SearchConfig(cl_grid=args.cl_grid)
+  cfg = SearchConfig(distill=DistillConfig(cl_grid=args.cl_grid))
   data = bc.random_batches(batch, input_shape=shape, seed=args.seed)
   (x_w, _), (x_a, _) = data
 

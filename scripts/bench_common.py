@@ -331,7 +331,8 @@ def build_search_model(space_name: str, taps, input_shape=CIFAR_SHAPE, classes=C
   from rnascl_tf.runtime import optimizers as optim
   from rnascl_tf.nas import search_space as ss
   from rnascl_tf.configs import OptimConfig
-  from rnascl_tf.nas.search_model import SearchConfig, SearchModel
+  from rnascl_tf.nas.search_model import SearchModel
+  from rnascl_tf.configs import SearchConfig
   from rnascl_tf.models.supernet import Supernet
 
   keras.utils.set_random_seed(seed)

@@ -12,7 +12,8 @@ from rnascl_tf.runtime import artefacts as io_utils
 from rnascl_tf.nas import search_space as ss
 from rnascl_tf.distill import teacher_taps as teacher_io
 from rnascl_tf.models import teachers
-from rnascl_tf.nas.search_model import SearchConfig, SearchModel
+from rnascl_tf.nas.search_model import SearchModel
+from rnascl_tf.configs import SearchConfig
 from rnascl_tf.models.supernet import Supernet
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))

@@ -23,19 +23,18 @@ DATA = dict(dataset="digits", image_size=8, batch_size=16, max_train_examples=30
 def run(stage: str, model_dir: str, teacher: str, epochs: int, steps: int, strategy: str, seed: int = 3) -> dict:
   """Runs one tiny stage under `strategy`; returns {"variables": [arrays], "genotype"/"summary": ...}."""
   from rnascl_tf.configs import OptimConfig, RobustConfig, RunConfig
-  from rnascl_tf.data.datasets import DataConfig
+  from rnascl_tf.configs import DataConfig
 
   run_cfg = RunConfig(model_dir=model_dir, epochs=epochs, steps_per_epoch=steps, seed=seed, strategy=strategy,
                       verbose=0, sync_bn=True)
   data = DataConfig(seed=seed, **DATA)
   if stage == "search":
     from rnascl_tf.stages import search as searching
-    from rnascl_tf.nas.search_model import SearchConfig
+    from rnascl_tf.configs import SearchConfig
     out = searching.run_search(
         run=run_cfg, data_cfg=data, optim_cfg=OptimConfig(optimizer="adam", learning_rate=0.004, schedule="constant"),
-        cfg=SearchConfig(), space_spec="tiny", student_layers="all_convs", teacher_path=teacher,
-        teacher_layers="auto", assume_pixel_input=False, arch_lr=0.1, arch_wd=0.0, tau0=5.0, tau_decay=0.5,
-        tau_min=0.1, fingerprint={"seed": seed, "stage": "test"})
+        cfg=SearchConfig(arch_weight_decay=0.0, tau_decay=0.5), space_spec="tiny", student_layers="all_convs", teacher_path=teacher,
+        teacher_layers="auto", assume_pixel_input=False, fingerprint={"seed": seed, "stage": "test"})
     return {"variables": [v.numpy() for v in out["model"].variables], "genotype": out["genotype"],
             "history": out["history"], "is_chief": out["is_chief"]}
   from rnascl_tf.data import datasets as data_lib

@@ -30,10 +30,12 @@ from rnascl_tf.models import teachers
 from rnascl_tf.stages import driver as training
 from rnascl_tf.runtime.checkpointing import Checkpointer
 from rnascl_tf.configs import OptimConfig, RobustConfig, RunConfig
-from rnascl_tf.data.datasets import DataConfig, load_splits
+from rnascl_tf.data.datasets import load_splits
+from rnascl_tf.configs import DataConfig
 from rnascl_tf.errors import UserInputError
-from rnascl_tf.robust.trainer import DistillConfig, RobustTrainer
-from rnascl_tf.nas.search_model import SearchConfig
+from rnascl_tf.robust.trainer import RobustTrainer
+from rnascl_tf.configs import DistillConfig
+from rnascl_tf.configs import SearchConfig
 
 BATCH, STEPS = 8, 3
 
@@ -345,9 +347,9 @@ def _search(model_dir, teacher, strategy):
   return searching.run_search(
       run=RunConfig(model_dir=str(model_dir), epochs=2, steps_per_epoch=2, strategy=strategy, verbose=0, seed=1),
       data_cfg=DATA, optim_cfg=OptimConfig(optimizer="adam", learning_rate=0.004),
-      cfg=SearchConfig(weight_only_epochs=1),
+      cfg=SearchConfig(weight_only_epochs=1, arch_weight_decay=0.0, tau_decay=0.5),
       space_spec="tiny", student_layers="all_convs", teacher_path=teacher, teacher_layers="auto",
-      assume_pixel_input=False, arch_lr=0.1, arch_wd=0.0, tau0=5.0, tau_decay=0.5, tau_min=0.1)
+      assume_pixel_input=False)
 
 
 @pytest.mark.slow

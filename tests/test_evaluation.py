@@ -16,9 +16,9 @@ from rnascl_tf.robust import attacks
 from rnascl_tf.evaluation import engine as evaluation
 from rnascl_tf.runtime import artefacts as io_utils
 from rnascl_tf.evaluation import plots
-from rnascl_tf.data.datasets import DataConfig
+from rnascl_tf.configs import DataConfig
 from rnascl_tf.errors import UserInputError
-from rnascl_tf.evaluation.engine import ArtBudget, EvalConfig
+from rnascl_tf.configs import ArtBudget, EvalConfig
 from rnascl_tf.models.layers import PixelNormalization
 
 NUM_CLASSES = 4

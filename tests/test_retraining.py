@@ -15,10 +15,12 @@ from rnascl_tf.stages import retrain as retraining
 from rnascl_tf.stages import search as searching
 from rnascl_tf.distill import teacher_taps as teacher_io
 from rnascl_tf.configs import OptimConfig, RobustConfig, RunConfig
-from rnascl_tf.data.datasets import DataConfig, load_splits
+from rnascl_tf.data.datasets import load_splits
+from rnascl_tf.configs import DataConfig
 from rnascl_tf.errors import UserInputError
-from rnascl_tf.robust.trainer import DistillConfig, RobustTrainer
-from rnascl_tf.nas.search_model import SearchConfig
+from rnascl_tf.robust.trainer import RobustTrainer
+from rnascl_tf.configs import DistillConfig
+from rnascl_tf.configs import SearchConfig
 
 DATA = DataConfig(dataset="digits", image_size=8, batch_size=16, max_train_examples=200, max_test_examples=32)
 
@@ -29,9 +31,8 @@ def searched(tmp_path_factory):
   teacher = helpers.save_tiny_teacher(str(root / "teacher.keras"))
   searching.run_search(
       run=RunConfig(model_dir=str(root / "search"), epochs=1, steps_per_epoch=2, verbose=0), data_cfg=DATA,
-      optim_cfg=OptimConfig(optimizer="adam", learning_rate=0.004), cfg=SearchConfig(), space_spec="tiny",
-      student_layers="all_convs", teacher_path=teacher, teacher_layers="auto", assume_pixel_input=False,
-      arch_lr=0.1, arch_wd=0.0, tau0=5.0, tau_decay=0.1, tau_min=0.1)
+      optim_cfg=OptimConfig(optimizer="adam", learning_rate=0.004), cfg=SearchConfig(arch_weight_decay=0.0, tau_decay=0.1), space_spec="tiny",
+      student_layers="all_convs", teacher_path=teacher, teacher_layers="auto", assume_pixel_input=False)
   return root, str(root / "search" / "genotype.json")
 
 

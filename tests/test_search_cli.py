@@ -14,9 +14,9 @@ import helpers
 from rnascl_tf.nas import genotype as genotype_lib
 from rnascl_tf.stages import search as searching
 from rnascl_tf.configs import OptimConfig, RunConfig
-from rnascl_tf.data.datasets import DataConfig
+from rnascl_tf.configs import DataConfig
 from rnascl_tf.errors import UserInputError
-from rnascl_tf.nas.search_model import SearchConfig
+from rnascl_tf.configs import SearchConfig
 
 
 @pytest.fixture(scope="module")
@@ -82,9 +82,8 @@ def _search(model_dir, teacher, layers="auto", image_size=8, fingerprint=None):
   return searching.run_search(
       run=RunConfig(model_dir=str(model_dir), epochs=1, steps_per_epoch=1, verbose=0),
       data_cfg=DataConfig(dataset="digits", image_size=image_size, batch_size=16, max_train_examples=200),
-      optim_cfg=OptimConfig(optimizer="adam", learning_rate=0.004), cfg=SearchConfig(), space_spec="tiny",
-      student_layers="all_convs", teacher_path=teacher, teacher_layers=layers, assume_pixel_input=False,
-      arch_lr=0.1, arch_wd=0.0, tau0=5.0, tau_decay=0.1, tau_min=0.1, fingerprint=fingerprint)
+      optim_cfg=OptimConfig(optimizer="adam", learning_rate=0.004), cfg=SearchConfig(arch_weight_decay=0.0, tau_decay=0.1), space_spec="tiny",
+      student_layers="all_convs", teacher_path=teacher, teacher_layers=layers, assume_pixel_input=False, fingerprint=fingerprint)
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -6,7 +6,8 @@ import tensorflow as tf
 from keras import ops
 
 from rnascl_tf.errors import UserInputError
-from rnascl_tf.nas.search_model import SearchConfig, resource_factor
+from rnascl_tf.nas.search_model import resource_factor
+from rnascl_tf.configs import DistillConfig, SearchConfig
 import helpers
 
 
@@ -103,7 +104,8 @@ def test_xla_compiled_step_trains_like_the_uncompiled_one():
 
 def test_budget_resource_factor_pushes_widths_down():
   # No distillation, a tiny FLOP budget: the arch gradient is only the resource penalty's.
-  cfg = SearchConfig(resource="budget", target_mflops=1e-4, mu=10.0, lambda_kd=0.0, gamma_cl=0.0)
+  cfg = SearchConfig(resource="budget", target_mflops=1e-4, mu=10.0,
+                     distill=DistillConfig(lambda_kd=0.0, gamma_cl=0.0))
   model = helpers.tiny_search_model(cfg=cfg, arch_lr=0.2)
   start = float(model.supernet.expected_cost(*model.supernet.arch_weights("softmax"))["flops"])
   model.fit(helpers.as_dataset(helpers.random_search_batches(steps=15)), epochs=1, verbose=0)
@@ -130,8 +132,10 @@ def test_resource_factor_forms():
     ({"resource": "budget"}, "--target_mflops"),
     ({"resource": "budget", "target_mflops": 1.0, "target_mparams": 1.0}, "--target_mflops"),
     ({"resource": "latency"}, "--resource"),
-    ({"cl_grid": 0}, "--cl_grid"),
-    ({"gamma_cl": -1.0}, "--gamma_cl"),
+    ({"tau_min": 0.0}, "--tau_min"),
+    ({"tau0": 0.05}, "--tau0"),
+    ({"tau_decay": -1.0}, "--tau_decay"),
+    ({"arch_split": "last"}, "--arch_split"),
 ])
 def test_search_config_rejects_bad_values(kwargs, flag):
   with pytest.raises(UserInputError, match=flag):

@@ -11,7 +11,7 @@ from rnascl_tf.runtime import artefacts as io_utils
 from rnascl_tf.distill import teacher_taps as teacher_io
 from rnascl_tf.stages import train_teacher as teacher_training
 from rnascl_tf.configs import OptimConfig, RobustConfig, RunConfig
-from rnascl_tf.data.datasets import DataConfig
+from rnascl_tf.configs import DataConfig
 from rnascl_tf.errors import UserInputError
 
 DATA = DataConfig(dataset="digits", image_size=8, batch_size=32, max_train_examples=400, max_test_examples=64)

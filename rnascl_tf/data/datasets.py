@@ -23,16 +23,13 @@ from typing import Iterator
 import numpy as np
 import tensorflow as tf
 
+from rnascl_tf.configs import IMAGE_FOLDER_PREFIX, IMAGENETTE_PREFIX, DataConfig, check_dataset_name
 from rnascl_tf.errors import UserInputError
 
 SPLITS = ("weight", "arch", "val", "test", "train_full")
 _CODES = {"weight": 0, "arch": 1, "val": 2, "test": 3}
 _UNUSED = -1
 
-_IMAGENETTE = "imagenette/"
-_IMAGE_FOLDER = "image_folder:"
-_DATASET_CHOICES = ("digits, cifar10, cifar100, imagenette/<variant> (e.g. imagenette/160px), "
-                    "imagenet100, image_folder:<root>")
 
 # The paper's ImageNet-100: these 100 ImageNet-1k class indices (TFDS `imagenet2012` label ids), in
 # this order, become labels 0..99. There is no TFDS builder for it; we filter `imagenet2012`.
@@ -61,62 +58,6 @@ _CACHE_LIMIT_BYTES = 1 << 30
 _STREAM_SHUFFLE_BUFFER = 10_000
 _IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 _CACHE_FORMAT = "rnascl_tf-image_folder-v1"
-
-
-@dataclasses.dataclass(frozen=True)
-class DataConfig:
-  """What to load and how to cut and feed it (built from flags by the entry points).
-
-  Attributes:
-    dataset: "digits" | "cifar10" | "cifar100" | "imagenette/<variant>" | "imagenet100" |
-      "image_folder:<root>" (layout `<root>/train/<class>/<image>`, optional `<root>/test/...`).
-    data_dir: TFDS data_dir (None: TFDS' default, ~/tensorflow_datasets).
-    download: allow TFDS to download and prepare a missing dataset; otherwise fail fast.
-    batch_size: global batch size (all replicas together).
-    val_fraction: fraction of the training set held out for validation.
-    arch_fraction: fraction of the training set used for architecture updates during search.
-    test_fraction: fraction of all examples held out as test, only for datasets without a test split.
-    image_size: side of the square images fed to models (None: the dataset's default).
-    augment: random crop (+ horizontal flip except for digits) on training pipelines.
-    seed: seeds split membership, shuffling and augmentation.
-    max_train_examples: use only this many training examples (a seeded subset, cut proportionally
-      into weight/arch/val) for quick runs.
-    max_test_examples: use only this many test examples (a seeded subset).
-    cache_dir: where image folders' decoded uint8 cache goes (None: ~/.cache/rnascl_tf).
-  """
-  dataset: str = "digits"
-  data_dir: str | None = None
-  download: bool = False
-  batch_size: int = 128
-  val_fraction: float = 0.1
-  arch_fraction: float = 0.2
-  test_fraction: float = 0.2
-  image_size: int | None = None
-  augment: bool = True
-  seed: int = 0
-  max_train_examples: int | None = None
-  max_test_examples: int | None = None
-  cache_dir: str | None = None
-
-  def __post_init__(self):
-    # Cheap checks only here (no file system, no TFDS), so a bad flag fails before anything loads.
-    _check_dataset_name(self.dataset)
-    if not isinstance(self.batch_size, int) or self.batch_size < 1:
-      raise UserInputError(f"--batch_size must be an integer >= 1, got {self.batch_size!r}")
-    for flag, value in (("--val_fraction", self.val_fraction), ("--arch_fraction", self.arch_fraction),
-                        ("--test_fraction", self.test_fraction)):
-      if not 0.0 <= value < 1.0:
-        raise UserInputError(f"{flag} must be in [0, 1), got {value!r}")
-    if self.val_fraction + self.arch_fraction >= 1.0:
-      raise UserInputError(
-          f"--val_fraction + --arch_fraction must be < 1 (the rest trains the weights), got "
-          f"{self.val_fraction} + {self.arch_fraction} = {self.val_fraction + self.arch_fraction}")
-    if self.image_size is not None and self.image_size < 4:
-      raise UserInputError(f"--image_size must be >= 4 (or unset for the dataset's default), got {self.image_size!r}")
-    for flag, value in (("--max_train_examples", self.max_train_examples),
-                        ("--max_test_examples", self.max_test_examples)):
-      if value is not None and value < 1:
-        raise UserInputError(f"{flag} must be >= 1 (or unset for all examples), got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -625,15 +566,6 @@ class DataSplits:
 # Loading.
 
 
-def _check_dataset_name(name: str) -> None:
-  ok = isinstance(name, str) and (
-      name in ("digits", "cifar10", "cifar100", "imagenet100")
-      or (name.startswith(_IMAGENETTE) and len(name) > len(_IMAGENETTE))
-      or (name.startswith(_IMAGE_FOLDER) and len(name) > len(_IMAGE_FOLDER)))
-  if not ok:
-    raise UserInputError(f"--dataset={name!r} is not a known dataset; valid choices: {_DATASET_CHOICES}")
-
-
 def _check_sizes(config: DataConfig, sizes: dict) -> None:
   if sizes["weight"] < 1:
     raise UserInputError(
@@ -662,11 +594,11 @@ def load_splits(config: DataConfig) -> DataSplits:
     UserInputError: unknown dataset, missing files or TFDS data, or empty splits.
   """
   name = config.dataset
-  _check_dataset_name(name)
+  check_dataset_name(name)
   if name == "digits":
     return _load_digits(config)
-  if name.startswith(_IMAGE_FOLDER):
-    return _load_image_folder(config, name[len(_IMAGE_FOLDER):])
+  if name.startswith(IMAGE_FOLDER_PREFIX):
+    return _load_image_folder(config, name[len(IMAGE_FOLDER_PREFIX):])
   return _load_tfds(config)
 
 
@@ -915,14 +847,14 @@ def _cardinality(ds) -> int:
 
 def _load_tfds(config: DataConfig) -> DataSplits:
   name = config.dataset
-  imagenet_like = name == "imagenet100" or name.startswith(_IMAGENETTE)
-  if name.startswith(_IMAGENETTE):
+  imagenet_like = name == "imagenet100" or name.startswith(IMAGENETTE_PREFIX)
+  if name.startswith(IMAGENETTE_PREFIX):
     import tensorflow_datasets as tfds
 
     variants = [c.name for c in tfds.builder_cls("imagenette").BUILDER_CONFIGS]
-    if name[len(_IMAGENETTE):] not in variants:
+    if name[len(IMAGENETTE_PREFIX):] not in variants:
       raise UserInputError(f"--dataset={name!r}: unknown Imagenette variant; valid: "
-                           + ", ".join(_IMAGENETTE + v for v in variants))
+                           + ", ".join(IMAGENETTE_PREFIX + v for v in variants))
   tfds_name = "imagenet2012" if name == "imagenet100" else name
   test_split = "validation" if imagenet_like else "test"
 

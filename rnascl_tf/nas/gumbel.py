@@ -1,6 +1,4 @@
-"""Gumbel-softmax sampling and the temperature schedule shared by width and tutor choices."""
-
-import math
+"""Gumbel-softmax sampling, shared by the width and tutor choices."""
 
 import keras
 from keras import ops
@@ -26,15 +24,3 @@ def gumbel_softmax(logits, tau, seed, hard: bool = False):
     return soft
   one_hot = ops.one_hot(ops.argmax(soft, axis=-1), ops.shape(logits)[-1], dtype=soft.dtype)
   return ops.stop_gradient(one_hot - soft) + soft
-
-
-def temperature_at(epoch: int, tau0: float, decay: float, tau_min: float) -> float:
-  """Gumbel temperature at the start of `epoch` (0-based): max(tau0 * exp(-decay * epoch), tau_min)."""
-  return max(tau0 * math.exp(-decay * epoch), tau_min)
-
-
-def decay_to_reach(tau0: float, tau_min: float, epochs: int) -> float:
-  """The decay rate r such that tau0 * exp(-r * (epochs - 1)) == tau_min (reached at the last epoch)."""
-  if epochs <= 1:
-    return 0.0
-  return math.log(tau0 / tau_min) / (epochs - 1)

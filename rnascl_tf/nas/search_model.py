@@ -12,51 +12,9 @@ from keras import ops
 
 from rnascl_tf.nas import gumbel
 from rnascl_tf.distill import losses
-from rnascl_tf.errors import UserInputError
+from rnascl_tf.configs import SearchConfig
 from rnascl_tf.runtime.xla import NestedXlaJit
 
-RESOURCE_FORMS = ("fbnet", "budget", "none")
-
-
-@dataclasses.dataclass(frozen=True)
-class SearchConfig:
-  """Objective and optimisation of the architecture search (METHOD.md section 7).
-
-  Args:
-    lambda_kd: weight of Hinton's KL term.
-    kd_temperature: KL temperature T (the term is multiplied by T^2).
-    gamma_cl: weight of the cross-layer attention loss L_CL.
-    cl_grid: attention maps are resized to cl_grid x cl_grid.
-    resource: "fbnet" (alpha * log(E[FLOPs])^beta, the paper's), "budget"
-      (1 + mu * max(0, E[cost] / target - 1)) or "none".
-    alpha, beta: FBNet resource factor constants.
-    mu: budget-form penalty slope.
-    target_mflops: budget target in millions of multiply-accumulates.
-    target_mparams: budget target in millions of parameters (instead of FLOPs).
-    weight_only_epochs: warm-up epochs that update weights only.
-  """
-  lambda_kd: float = 1.0
-  kd_temperature: float = 1.0
-  gamma_cl: float = 1.0
-  cl_grid: int = 8
-  resource: str = "fbnet"
-  alpha: float = 0.2
-  beta: float = 0.5
-  mu: float = 1.0
-  target_mflops: float = 0.0
-  target_mparams: float = 0.0
-  weight_only_epochs: int = 0
-
-  def __post_init__(self):
-    if self.resource not in RESOURCE_FORMS:
-      raise UserInputError(f"--resource must be one of {', '.join(RESOURCE_FORMS)}, got {self.resource!r}")
-    if self.resource == "budget" and (self.target_mflops > 0) == (self.target_mparams > 0):
-      raise UserInputError("--resource=budget needs exactly one of --target_mflops or --target_mparams (> 0)")
-    if self.cl_grid < 1:
-      raise UserInputError(f"--cl_grid must be >= 1, got {self.cl_grid}")
-    for name in ("lambda_kd", "gamma_cl", "alpha", "beta", "mu"):
-      if getattr(self, name) < 0:
-        raise UserInputError(f"--{name} must be >= 0, got {getattr(self, name)}")
 
 
 def resource_factor(cost: dict, cfg: SearchConfig):
@@ -140,10 +98,10 @@ class SearchModel(NestedXlaJit, keras.Model):
     logits = out["logits"]
     g = losses.tutor_weights(self.tutor_logits, self.supernet.temperature, self.tutor_seed, mode="gumbel")
     ce = losses.cross_entropy(y, logits)
-    kl = losses.kd_kl(teacher_logits, logits, temperature=self.cfg.kd_temperature)
-    dist = losses.layer_distances_from_energies(out["taps"], teacher_energies, self.cfg.cl_grid)
+    kl = losses.kd_kl(teacher_logits, logits, temperature=self.cfg.distill.kd_temperature)
+    dist = losses.layer_distances_from_energies(out["taps"], teacher_energies, self.cfg.distill.cl_grid)
     cl = losses.cross_layer_loss(dist, g)
-    per_example = ce + self.cfg.lambda_kd * kl + self.cfg.gamma_cl * cl
+    per_example = ce + self.cfg.distill.lambda_kd * kl + self.cfg.distill.gamma_cl * cl
     return per_example, {"ce": ce, "kl": kl, "cl": cl, "logits": logits, "width_weights": out["width_weights"],
                          "expansion_weights": out["expansion_weights"]}
 
@@ -205,15 +163,20 @@ class SearchModel(NestedXlaJit, keras.Model):
 
 
 class TemperatureSchedule(keras.callbacks.Callback):
-  """Sets the Gumbel temperature at the start of each epoch: max(tau0 * exp(-r * epoch), tau_min)."""
+  """Sets the supernet's Gumbel temperature at the start of each epoch (`SearchConfig.temperature`).
 
-  def __init__(self, temperature_variable, tau0: float, decay: float, tau_min: float):
+  Args:
+    temperature_variable: the supernet's `temperature` weight.
+    cfg: the search config (tau0, tau_decay, tau_min).
+    epochs: the search's number of epochs ("auto" decay reaches tau_min at the last one).
+  """
+
+  def __init__(self, temperature_variable, cfg: SearchConfig, epochs: int):
     super().__init__()
-    self.variable = temperature_variable
-    self.tau0, self.decay, self.tau_min = tau0, decay, tau_min
+    self.variable, self.cfg, self.epochs = temperature_variable, cfg, epochs
 
   def value(self, epoch: int) -> float:
-    return gumbel.temperature_at(epoch, self.tau0, self.decay, self.tau_min)
+    return self.cfg.temperature(epoch, self.epochs)
 
   def on_epoch_begin(self, epoch, logs=None):
     self.variable.assign(self.value(epoch))

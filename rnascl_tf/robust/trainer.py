@@ -13,26 +13,8 @@ from keras import ops
 
 from rnascl_tf.robust import attacks
 from rnascl_tf.distill import losses
-from rnascl_tf.configs import RobustConfig
+from rnascl_tf.configs import DistillConfig, RobustConfig
 from rnascl_tf.runtime.xla import NestedXlaJit
-
-
-@dataclasses.dataclass(frozen=True)
-class DistillConfig:
-  """Distillation terms added to the robust objective (retraining with a fixed tutor map).
-
-  Args:
-    lambda_kd: weight of Hinton's KL(teacher || student) term.
-    kd_temperature: its temperature (the term is multiplied by T^2).
-    gamma_cl: weight of the cross-layer attention loss with the fixed `tutor_map`.
-    cl_grid: attention-map grid.
-    tutor_map: per student layer, the index of its teacher layer (in the teacher taps' order).
-  """
-  lambda_kd: float = 1.0
-  kd_temperature: float = 1.0
-  gamma_cl: float = 0.0
-  cl_grid: int = 8
-  tutor_map: Optional[Sequence[int]] = None
 
 
 class RobustTrainer(NestedXlaJit, keras.Model):

@@ -23,7 +23,8 @@ from rnascl_tf.runtime import artefacts as io_utils
 from rnascl_tf.runtime import optimizers as optim
 from rnascl_tf.runtime import xla as step_compile
 from rnascl_tf.configs import OptimConfig, RobustConfig, RunConfig
-from rnascl_tf.robust.trainer import DistillConfig, RobustTrainer
+from rnascl_tf.robust.trainer import RobustTrainer
+from rnascl_tf.configs import DistillConfig
 
 
 class CleanPgdEvaluator:

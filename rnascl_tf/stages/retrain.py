@@ -16,7 +16,7 @@ from rnascl_tf.stages import driver as training
 from rnascl_tf.runtime.checkpointing import _flat_variables
 from rnascl_tf.configs import OptimConfig, RobustConfig, RunConfig
 from rnascl_tf.errors import UserInputError
-from rnascl_tf.robust.trainer import DistillConfig
+from rnascl_tf.configs import DistillConfig
 
 
 def check_genotype_matches_data(g: dict, info: data_lib.DatasetInfo, path: str) -> None:

@@ -23,7 +23,8 @@ from rnascl_tf.nas import search_space as ss
 from rnascl_tf.runtime import xla as step_compile
 from rnascl_tf.distill import teacher_taps as teacher_io
 from rnascl_tf.configs import OptimConfig, RunConfig
-from rnascl_tf.nas.search_model import SearchConfig, SearchModel, TemperatureSchedule, WeightOnlyWarmup
+from rnascl_tf.nas.search_model import SearchModel, TemperatureSchedule, WeightOnlyWarmup
+from rnascl_tf.configs import SearchConfig
 from rnascl_tf.models.supernet import Supernet
 
 
@@ -38,8 +39,7 @@ def _teacher_manifest_for(path: str, model, taps, dataset: str) -> dict:
 
 def run_search(run: RunConfig, data_cfg: data_lib.DataConfig, optim_cfg: OptimConfig, cfg: SearchConfig,
                space_spec: str, student_layers: str, teacher_path: str, teacher_layers: str,
-               assume_pixel_input: bool, arch_lr: float, arch_wd: float, tau0: float, tau_decay: float,
-               tau_min: float, arch_split: str = "heldout", flag_record: Optional[dict] = None,
+               assume_pixel_input: bool, flag_record: Optional[dict] = None,
                fingerprint: Optional[dict] = None) -> dict:
   """Runs the RNAS-CL search and writes genotype.json, tutor_heatmap.png, widths.png, search_curves.png.
 
@@ -47,15 +47,12 @@ def run_search(run: RunConfig, data_cfg: data_lib.DataConfig, optim_cfg: OptimCo
     run: run control (model_dir, epochs, seed, strategy...).
     data_cfg: dataset settings (the weight and architecture splits come from it).
     optim_cfg: weight optimiser settings.
-    cfg: the search objective.
+    cfg: the search objective, temperature schedule and architecture optimiser.
     space_spec: built-in space name or JSON path.
     student_layers: "all_convs" or "block_outputs".
     teacher_path: the teacher .keras file.
     teacher_layers: teacher tap spec ("auto", "auto_block" or names).
     assume_pixel_input: trust an external teacher without a visible normalisation layer.
-    arch_lr, arch_wd: Adam settings of the width and tutor logits.
-    tau0, tau_decay, tau_min: Gumbel temperature schedule.
-    arch_split: "heldout" or "rotating".
     flag_record: flags recorded in the genotype.
     fingerprint: settings a resumed run must share.
 
@@ -79,9 +76,9 @@ def run_search(run: RunConfig, data_cfg: data_lib.DataConfig, optim_cfg: OptimCo
     teacher, taps = teacher_io.load_teacher(teacher_path, info.input_shape, info.num_classes, teacher_layers,
                                             assume_pixel_input=assume_pixel_input)
     supernet = Supernet(space, info.input_shape, info.num_classes, info.mean, info.std, seed=run.seed,
-                        synchronized_bn=run.sync_bn)
+                        synchronized_bn=run.sync_bn, initial_temperature=cfg.tau0)
     supernet(np.zeros((1,) + tuple(info.input_shape), "float32"))
-    arch_opt = keras.optimizers.Adam(arch_lr, weight_decay=arch_wd or None)
+    arch_opt = keras.optimizers.Adam(cfg.arch_learning_rate, weight_decay=cfg.arch_weight_decay or None)
     model = SearchModel(supernet, taps, cfg, arch_opt, seed=run.seed)
     w_opt = optim.make_optimizer(optim_cfg, run.epochs * steps_per_epoch, steps_per_epoch)
     w_opt.build(model.weight_variables())  # KERAS3.md rules 2-3: pre-built, each on its own variables.
@@ -95,7 +92,7 @@ def run_search(run: RunConfig, data_cfg: data_lib.DataConfig, optim_cfg: OptimCo
        "arch_optimizer": arch_opt, "supernet_seed": supernet.seed_generator.state,
        "tutor_seed": model.tutor_seed.state})
   start_epoch = ckpt.restore()
-  schedule = TemperatureSchedule(supernet.temperature, tau0, tau_decay, tau_min)
+  schedule = TemperatureSchedule(supernet.temperature, cfg, run.epochs)
   callbacks = [schedule, WeightOnlyWarmup(cfg.weight_only_epochs), cbs.NanGuard(run.model_dir)]
   if chief:  # Only the chief writes TensorBoard logs and artefacts.
     callbacks.append(keras.callbacks.TensorBoard(os.path.join(run.model_dir, "tb"), write_graph=False))
@@ -103,7 +100,7 @@ def run_search(run: RunConfig, data_cfg: data_lib.DataConfig, optim_cfg: OptimCo
   if start_epoch < run.epochs:
     if start_epoch:
       print(f"Resuming the search in {run.model_dir} after epoch {start_epoch}/{run.epochs}")
-    data = splits.search_dataset(rotating=arch_split == "rotating", skip_batches=start_epoch * steps_per_epoch)
+    data = splits.search_dataset(rotating=cfg.arch_split == "rotating", skip_batches=start_epoch * steps_per_epoch)
     if distribute.is_multi_worker(strategy):  # Keras 3 fit is broken there (KERAS3.md): same step, own loop.
       def logs():  # What train_step logs: no architecture terms during the weight-only warm-up.
         skip = () if model.update_arch else ("arch_loss", "resource_factor")
