@@ -6,20 +6,22 @@ sweep on the test split, then writes eval.json, eval.md and eps_sweep.png into -
 (default: <model without .keras>_eval beside the model).
 
 Exit status: 0 all sanity checks passed; 2 bad input (one line on stderr); 4 a sanity check failed
-(the reports are still written, with the failure in their "sanity" section).
+(the reports are still written, with the failure in their "sanity" section). Installed as the
+`rnascl-evaluate` command.
 """
 
 import sys
 
-from absl import app
 from absl import flags
 
 from rnascl_tf import cli
 from rnascl_tf.errors import UserInputError
 
-cli.define_data_flags()
-cli.define_eval_flags()
-FLAGS = flags.FLAGS
+
+def define_flags(fv: flags.FlagValues) -> None:
+  """Defines exactly this entry point's flags on `fv`."""
+  cli.define_data_flags(fv)
+  cli.define_eval_flags(fv)
 
 
 def _progress_printer(verbose: int):
@@ -29,22 +31,27 @@ def _progress_printer(verbose: int):
   return lambda line: print(line, flush=True)
 
 
-def main() -> int:
-  if not FLAGS.model:
+def main(argv, fv: flags.FlagValues = flags.FLAGS) -> int:
+  if not fv.model:
     raise UserInputError("--model is required: a .keras file or an exported SavedModel folder")
-  eval_cfg = cli.eval_config(FLAGS)
-  data_cfg = cli.data_config(FLAGS)
-  from rnascl_tf.evaluation import engine as evaluation  # Heavy imports after flag validation: errors come fast.
+  eval_cfg = cli.eval_config(fv)
+  data_cfg = cli.data_config(fv)
+  from rnascl_tf.evaluation import engine, eval_reports, sanity  # Heavy imports after flag validation.
   try:
-    result = evaluation.evaluate_path(FLAGS.model, data_cfg, eval_cfg, output_dir=FLAGS.output_dir,
-                                      progress=_progress_printer(FLAGS.verbose))
-  except evaluation.SanityCheckError as e:
+    result = engine.evaluate_path(fv.model, data_cfg, eval_cfg, output_dir=fv.output_dir,
+                                  progress=_progress_printer(fv.verbose))
+  except sanity.SanityCheckError as e:
     print(f"error: {e}", file=sys.stderr)
-    return evaluation.SANITY_EXIT_CODE
-  print("\n".join(evaluation.summary_lines(result)))
+    return sanity.SANITY_EXIT_CODE
+  print("\n".join(eval_reports.summary_lines(result)))
   print(f"report: {result['paths']['json']}")
   return 0
 
 
+def run() -> None:
+  """The `rnascl-evaluate` command."""
+  cli.run_entry_point(define_flags, main)
+
+
 if __name__ == "__main__":
-  app.run(cli.run_main(main))
+  run()

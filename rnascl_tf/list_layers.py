@@ -7,13 +7,14 @@ Usage:
 import sys
 from typing import List
 
-from absl import app, flags
+from absl import flags
 
+from rnascl_tf import cli
 from rnascl_tf.errors import UserInputError
 
 
-def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
-  """Defines this entry point's flags (only when run as a program, or on a test's own FlagValues)."""
+def define_flags(flag_values: flags.FlagValues) -> None:
+  """Defines exactly this entry point's flags on `flag_values`."""
   flags.DEFINE_string("model", None, "Path to a .keras teacher (built-in or functional/Sequential).",
                       flag_values=flag_values)
   flags.DEFINE_enum("kind", "all", ["all", "conv", "block"], "Which candidates to print.",
@@ -55,24 +56,20 @@ def format_candidates(model, kind: str = "all") -> str:
 
 
 def main(argv, flag_values: flags.FlagValues = flags.FLAGS) -> int:
-  """Entry point body; returns the exit status (2 on bad input, message on stderr)."""
-  if len(argv) > 1:
-    print(f"unexpected arguments: {argv[1:]}", file=sys.stderr)
-    return 2
+  """Entry point body; returns the exit status (bad input raises UserInputError: exit 2)."""
   if not flag_values.model:
-    print("--model is required: path to a .keras teacher", file=sys.stderr)
-    return 2
+    raise UserInputError("--model is required: path to a .keras teacher")
   from rnascl_tf.runtime import artefacts as io_utils
 
-  try:
-    model = io_utils.load_keras_model(flag_values.model, "teacher (--model)")
-    sys.stdout.write(format_candidates(model, flag_values.kind))
-  except UserInputError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+  model = io_utils.load_keras_model(flag_values.model, "teacher (--model)")
+  sys.stdout.write(format_candidates(model, flag_values.kind))
   return 0
 
 
+def run() -> None:
+  """The `rnascl-layers` command."""
+  cli.run_entry_point(define_flags, main)
+
+
 if __name__ == "__main__":
-  define_flags()
-  app.run(lambda argv: sys.exit(main(argv)))
+  run()

@@ -15,24 +15,11 @@ import sys
 import time
 from typing import List, Optional
 
-from absl import app
 from absl import flags
 
 from rnascl_tf import cli
 from rnascl_tf.runtime import artefacts as io_utils
 from rnascl_tf.errors import UserInputError
-
-flags.DEFINE_string("run_dir", None, "Run folder: one subfolder per stage, logs/, report.md, report.html.")
-flags.DEFINE_string("teacher_flagfile", "flags/digits_teacher.flags", "Flagfile of the teacher stage.")
-if "teacher_path" not in flags.FLAGS:  # Shared name with the stages' teacher flags (same meaning).
-  flags.DEFINE_string("teacher_path", None, "Use this .keras teacher instead of training one.")
-flags.DEFINE_string("search_flagfile", "flags/digits_search.flags", "Flagfile of the search stage.")
-flags.DEFINE_string("train_flagfile", "flags/digits_train.flags", "Flagfile of the retraining stage.")
-flags.DEFINE_string("eval_flagfile", "flags/digits_eval.flags", "Flagfile of the evaluation stage (data and "
-                    "attack flags; used for the teacher and for the exported student).")
-flags.DEFINE_string("model_name", "rnascl", "Exported model name (<run_dir>/export/<model_name>/<version>).")
-flags.DEFINE_integer("version", 1, "Exported model version.")
-FLAGS = flags.FLAGS
 
 STATE_SCHEMA = "rnascl_tf/pipeline_state"
 
@@ -142,6 +129,14 @@ def _estimate_remaining(stages: List[Stage], done: int, observed: List[float]) -
   return f"~{seconds / 60:.0f} min (rough estimate)"
 
 
+def stage_named(stages: List[Stage], name: str) -> Stage:
+  """The stage called `name` (stages are looked up by name, never by position)."""
+  for stage in stages:
+    if stage.name == name:
+      return stage
+  raise KeyError(f"no pipeline stage named {name!r}; stages: {[s.name for s in stages]}")
+
+
 def stage_fingerprints(stages: List[Stage]) -> dict:
   """{stage name: fingerprint}: its module, args and flagfile, chained with those of its `after` stages."""
   fingerprints = {}
@@ -212,16 +207,40 @@ def run_pipeline(run_dir: str, stages: List[Stage]) -> int:
   state, status = run_stages(run_dir, stages)
   from rnascl_tf.evaluation import report  # Imports TF/matplotlib: only once the stages are done.
   paths = report.write_report(run_dir, {s.name: state["stages"].get(s.name, {}).get("command") for s in stages})
+  export = stage_named(stages, "export")
   print(f"report: {paths['markdown']}\n        {paths['html']}\nexported model: "
-        f"{os.path.dirname(stages[3].artefacts[0])}\ntotal time: {(time.time() - t0) / 60:.1f} min")
+        f"{os.path.dirname(export.artefacts[0])}\ntotal time: {(time.time() - t0) / 60:.1f} min")
   return status
 
 
-def main() -> int:
-  if not FLAGS.run_dir:
+def define_flags(fv: flags.FlagValues) -> None:
+  """Defines exactly this entry point's flags on `fv`."""
+  flags.DEFINE_string("run_dir", None, "Run folder: one subfolder per stage, logs/, report.md, report.html.",
+                      flag_values=fv)
+  flags.DEFINE_string("teacher_flagfile", "flags/digits_teacher.flags", "Flagfile of the teacher stage.",
+                      flag_values=fv)
+  flags.DEFINE_string("teacher_path", None, "Use this .keras teacher instead of training one.", flag_values=fv)
+  flags.DEFINE_string("search_flagfile", "flags/digits_search.flags", "Flagfile of the search stage.",
+                      flag_values=fv)
+  flags.DEFINE_string("train_flagfile", "flags/digits_train.flags", "Flagfile of the retraining stage.",
+                      flag_values=fv)
+  flags.DEFINE_string("eval_flagfile", "flags/digits_eval.flags", "Flagfile of the evaluation stage (data and "
+                      "attack flags; used for the teacher and for the exported student).", flag_values=fv)
+  flags.DEFINE_string("model_name", "rnascl", "Exported model name (<run_dir>/export/<model_name>/<version>).",
+                      flag_values=fv)
+  flags.DEFINE_integer("version", 1, "Exported model version.", flag_values=fv)
+
+
+def main(argv, fv: flags.FlagValues = flags.FLAGS) -> int:
+  if not fv.run_dir:
     raise UserInputError("--run_dir is required (the pipeline's run folder; rerun with it to resume)")
-  return run_pipeline(FLAGS.run_dir, build_stages(FLAGS.run_dir, FLAGS))
+  return run_pipeline(fv.run_dir, build_stages(fv.run_dir, fv))
+
+
+def run() -> None:
+  """The `rnascl-pipeline` command."""
+  cli.run_entry_point(define_flags, main)
 
 
 if __name__ == "__main__":
-  app.run(cli.run_main(main))
+  run()

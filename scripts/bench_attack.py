@@ -70,6 +70,7 @@ def main(argv=None) -> dict:
   import tensorflow as tf
 
   from rnascl_tf.robust import attacks
+  from rnascl_tf.robust.evaluator import RobustEvaluator
 
   tiny = args.tiny
   spec = bc.pick(args, "model", "child:s7", "child:tiny")
@@ -100,7 +101,7 @@ def main(argv=None) -> dict:
 
   fwd_bwd = bc.step_function(fwd_bwd_fn, args.jit_compile)
   forward = bc.step_function(model_fn, args.jit_compile)
-  evaluator = attacks.RobustEvaluator(model_fn, [config])
+  evaluator = RobustEvaluator(model_fn, [config])
   fns = {"pgd": lambda: pgd(x, y), "fwd_bwd": lambda: fwd_bwd(x, y), "forward": lambda: forward(x),
          "evaluate": lambda: evaluator.evaluate([(x, y)])}
   first = {}

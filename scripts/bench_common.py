@@ -376,7 +376,7 @@ def make_plain_step(model):
   from rnascl_tf.distill import losses
 
   supernet = model.supernet
-  teacher = model._teacher  # pylint: disable=protected-access
+  teacher = model.teacher
   arch_vars = list(supernet.arch_variables())
   weight_vars = model.weight_variables()
 

@@ -30,14 +30,13 @@ def run(stage: str, model_dir: str, teacher: str, epochs: int, steps: int, strat
   data = DataConfig(seed=seed, **DATA)
   if stage == "search":
     from rnascl_tf.stages import search as searching
-    from rnascl_tf.configs import SearchConfig
+    from rnascl_tf.configs import SearchConfig, TeacherConfig
     out = searching.run_search(
         run=run_cfg, data_cfg=data, optim_cfg=OptimConfig(optimizer="adam", learning_rate=0.004, schedule="constant"),
-        cfg=SearchConfig(arch_weight_decay=0.0, tau_decay=0.5), space_spec="tiny", student_layers="all_convs", teacher_path=teacher,
-        teacher_layers="auto", assume_pixel_input=False, fingerprint={"seed": seed, "stage": "test"})
+        cfg=SearchConfig(arch_weight_decay=0.0, tau_decay=0.5), teacher=TeacherConfig(path=teacher))
     return {"variables": [v.numpy() for v in out["model"].variables], "genotype": out["genotype"],
             "history": out["history"], "is_chief": out["is_chief"]}
-  from rnascl_tf.data import datasets as data_lib
+  from rnascl_tf import data as data_lib
   from rnascl_tf.models import teachers
   from rnascl_tf.stages import driver as training
   splits = data_lib.load_splits(data)
@@ -49,10 +48,9 @@ def run(stage: str, model_dir: str, teacher: str, epochs: int, steps: int, strat
 
   out = training.fit_robust(
       run_cfg, splits, RobustConfig(mode="pgd", eps=0.1, step_size=0.05, steps=1, val_attack_steps=1,
-                                    val_examples=16),
+                                    val_examples=16, test_attack_steps=1),
       OptimConfig(learning_rate=0.05), build, "train_teacher", os.path.join(model_dir, "teacher.keras"),
-      last_path=os.path.join(model_dir, "teacher_last.keras"), fingerprint={"seed": seed, "stage": "test"},
-      test_attack_steps=1)
+      fingerprint={"seed": seed, "stage": "test"}, last_path=os.path.join(model_dir, "teacher_last.keras"))
   return {"variables": [v.numpy() for v in out["net"].variables],
           "summary": {k: v for k, v in out.items() if k != "net"}}
 

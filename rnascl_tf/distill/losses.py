@@ -2,7 +2,7 @@
 
 Every loss here returns one value per example ([B]); reduce it with `replica_mean` so the update is
 the same on one device and on N replicas (Keras / tf.distribute sum gradients over replicas).
-See METHOD.md section 6 (cross-layer loss) and KERAS3.md rule 5 (loss scaling).
+See docs/method.md section 7 (cross-layer loss) and docs/keras_notes.md note 5 (loss scaling).
 """
 
 import functools
@@ -12,9 +12,10 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from rnascl_tf.distill.keras_graph import in_xla_context
 from rnascl_tf.nas.gumbel import gumbel_softmax
 
-# Norm floor of METHOD.md section 6: an all-zero map stays zero instead of becoming NaN.
+# Norm floor of docs/method.md section 7: an all-zero map stays zero instead of becoming NaN.
 _NORM_EPS = 1e-12
 TUTOR_MODES = ("gumbel", "gumbel_hard", "softmax", "argmax")
 
@@ -25,21 +26,10 @@ def channel_energy(activation):
   Cast before squaring: float16/bfloat16 activations would overflow or lose the small values.
   """
   a = ops.cast(activation, "float32")
-  if _in_xla_context():
+  if in_xla_context():
     # XLA fuses these two into one reduction itself, and it has no EuclideanNorm kernel.
     return ops.sum(ops.square(a), axis=-1, keepdims=True)
   return _fused_energy(a)
-
-
-def _in_xla_context() -> bool:
-  """Whether the op being built will be XLA-compiled (tf.function(jit_compile=True), nested or not)."""
-  if tf.executing_eagerly():
-    return False
-  try:
-    from tensorflow.python.ops import control_flow_util  # pylint: disable=import-outside-toplevel
-    return bool(control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
-  except (ImportError, AttributeError):
-    return True  # An unknown TF: the form that compiles everywhere.
 
 
 @tf.custom_gradient
@@ -91,7 +81,7 @@ def _resized(energies, grid: int):
   h, w = a.shape[1], a.shape[2]
   if h == grid and w == grid:
     return a
-  if h is None or w is None or not _in_xla_context():
+  if h is None or w is None or not in_xla_context():
     # TensorFlow's own kernel reads the channels-last layout directly; the matrix form below needs
     # transposes around its matrix products and made the uncompiled step ~8% slower (BUILD.md).
     return ops.image.resize(a, (grid, grid), interpolation="bilinear", antialias=False)
@@ -263,7 +253,7 @@ def layer_distances(student_acts: Sequence, teacher_acts: Sequence, grid: int):
   """Squared distances between every student and every teacher attention map, per example.
 
   One batched einsum: d_bij = |s_bi|^2 + |t_bj|^2 - 2 s_bi . t_bj, clamped at 0. For unit maps this
-  is the 2 - 2 S.T of METHOD.md; keeping the norms also makes it exact for all-zero maps (whose
+  is the 2 - 2 S.T of docs/method.md section 7; keeping the norms also makes it exact for all-zero maps (whose
   distance to a unit map is 1, not 2).
 
   Args:
@@ -294,7 +284,7 @@ def layer_distances_from_energies(student_energies: Sequence, teacher_energies: 
 
 
 def cross_layer_loss(distances, tutor_weights):
-  """Cross-layer distillation loss, linear in the tutor weights (METHOD.md section 6).
+  """Cross-layer distillation loss, linear in the tutor weights (docs/method.md section 7).
 
   Args:
     distances: [B, n_s, n_t] from `layer_distances`.
@@ -408,7 +398,7 @@ def replica_mean(per_example, global_batch_size: Optional[int] = None):
   """Sum of a per-example loss over the local batch divided by the GLOBAL batch size.
 
   Keras and tf.distribute SUM gradients over replicas, so dividing by the global batch gives the
-  same update on 1 or N replicas (KERAS3.md rule 5). The value is the replica's share of the
+  same update on 1 or N replicas (docs/keras_notes.md note 5). The value is the replica's share of the
   global mean: reduce logged values with SUM over replicas (or multiply by the replica count).
 
   Args:

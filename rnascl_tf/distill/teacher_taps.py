@@ -17,10 +17,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import keras
 
-from rnascl_tf.runtime import artefacts as io_utils
+from rnascl_tf.distill.keras_graph import functional_graph, nodes_in_order, producing_layer
 from rnascl_tf.errors import UserInputError
 from rnascl_tf.models.layers import PixelNormalization
 from rnascl_tf.models.teachers import is_builtin_teacher
+from rnascl_tf.runtime import artefacts as io_utils
 
 MANIFEST_SCHEMA = "rnascl_tf/teacher_manifest"
 MANIFEST_VERSION = 1
@@ -34,29 +35,14 @@ _INPUT_SCALING_TYPES = (PixelNormalization, keras.layers.Normalization, keras.la
 _LIST_LAYERS_HINT = "run `python -m rnascl_tf.list_layers --model=<teacher.keras>` to see every candidate"
 
 
-def _graph(model):
-  """The functional graph behind `model` (Functional or built Sequential), or None (subclassed).
-
-  The candidate heuristic walks Keras' node graph (`_nodes_by_depth`, `Node.input_tensors`), private
-  but stable across Keras 3.x; tests/test_teacher_io.py pins the behaviour.
-  """
-  fn = model._functional if isinstance(model, keras.Sequential) and hasattr(model, "_functional") else model
-  return fn if isinstance(getattr(fn, "_nodes_by_depth", None), dict) else None
-
-
 def _require_graph(model, what: str = "teacher (--teacher_path)"):
-  graph = _graph(model)
+  graph = functional_graph(model)
   if graph is None:
     raise UserInputError(
         f"{what}: {type(model).__name__} is a subclassed Keras model that is not one of rnascl_tf's "
         "built-in teachers; taps need a functional or Sequential model (keras.Model(inputs, outputs)) "
         "whose intermediate layer outputs can be read. Re-save the teacher as a functional model.")
   return graph
-
-
-def _nodes_in_order(graph) -> List[Any]:
-  # Highest depth first = from inputs to outputs.
-  return [n for d in sorted(graph._nodes_by_depth, reverse=True) for n in graph._nodes_by_depth[d]]
 
 
 def _per_example_shape(tensor) -> Tuple[Optional[int], ...]:
@@ -67,7 +53,7 @@ def _flat_layers(model) -> List[keras.layers.Layer]:
   """Layers in model order, nested models expanded (used for the pixel-input check)."""
   out = []
   for layer in model.layers:
-    if isinstance(layer, keras.Model) and _graph(layer) is not None:
+    if isinstance(layer, keras.Model) and functional_graph(layer) is not None:
       out.extend(_flat_layers(layer))
     else:
       out.append(layer)
@@ -76,7 +62,7 @@ def _flat_layers(model) -> List[keras.layers.Layer]:
 
 def _external_candidates(model) -> Dict[str, List[Tuple[str, Tuple]]]:
   graph = _require_graph(model)
-  nodes = _nodes_in_order(graph)
+  nodes = nodes_in_order(graph)
   consumers: Dict[int, List[Any]] = {}
   for node in nodes:
     for t in node.input_tensors:
@@ -255,7 +241,7 @@ def _source(path: Optional[str]) -> str:
 def _declared_input_shape(model) -> Optional[Tuple]:
   if is_builtin_teacher(model):
     return tuple(model.image_shape)
-  graph = _graph(model)
+  graph = functional_graph(model)
   if graph is None:
     return None
   if len(graph.inputs) != 1:
@@ -291,7 +277,7 @@ def validate_teacher(model, input_shape: Sequence[int], num_classes: int, assume
     raise UserInputError(
         f"{src}: the model takes inputs of shape {declared} (H, W, C) but the dataset's images are "
         f"{input_shape}; use a teacher built for this dataset")
-  fn = model if is_builtin_teacher(model) else _graph(model)
+  fn = model if is_builtin_teacher(model) else functional_graph(model)
   try:
     spec = fn.compute_output_spec(keras.KerasTensor((2,) + input_shape, dtype="float32"))
   except Exception as e:  # Any failure here means the model cannot run on these images.
@@ -303,7 +289,7 @@ def validate_teacher(model, input_shape: Sequence[int], num_classes: int, assume
         f"{src}: expected the (first) output to be logits of shape (batch, {num_classes}) for "
         f"{num_classes} classes, got {got}")
   if not is_builtin_teacher(model):
-    last = _graph(model).outputs[0]._keras_history.operation
+    last = producing_layer(functional_graph(model).outputs[0])
     activation = getattr(getattr(last, "activation", None), "__name__", "")
     if isinstance(last, keras.layers.Softmax) or activation in ("softmax", "sigmoid"):
       raise UserInputError(
@@ -339,7 +325,6 @@ def load_teacher(path: str, input_shape: Sequence[int], num_classes: int,
   Returns:
     (model, TeacherTaps).
   """
-  # Importing this module imported rnascl_tf.models.teachers, which registers the built-in classes.
   model = io_utils.load_keras_model(path, "teacher (--teacher_path)")
   if not is_builtin_teacher(model):
     _require_graph(model, _source(path))
@@ -351,7 +336,7 @@ def load_teacher(path: str, input_shape: Sequence[int], num_classes: int,
 def _normalization_of(model) -> Optional[Dict[str, List[float]]]:
   if is_builtin_teacher(model):
     return {"mean": list(model.normalizer.mean), "std": list(model.normalizer.std)}
-  for layer in _flat_layers(model) if _graph(model) is not None else []:
+  for layer in _flat_layers(model) if functional_graph(model) is not None else []:
     if isinstance(layer, PixelNormalization):
       return {"mean": list(layer.mean), "std": list(layer.std)}
     if isinstance(layer, keras.layers.Normalization) and layer.built:
@@ -376,7 +361,10 @@ def teacher_manifest(model, arch: str, taps: TeacherTaps, info: Optional[Dict[st
     {"schema", "version", "arch", "params", "input_shape", "num_classes", "normalization"
     ({"mean", "std"} or None), "tap_layers" ([{"name", "shape"}] in order), **info}.
   """
-  num_classes = int(model.num_classes) if is_builtin_teacher(model) else int(_graph(model).outputs[0].shape[-1])
+  if is_builtin_teacher(model):
+    num_classes = int(model.num_classes)
+  else:
+    num_classes = int(functional_graph(model).outputs[0].shape[-1])
   manifest = {
       "schema": MANIFEST_SCHEMA,
       "version": MANIFEST_VERSION,

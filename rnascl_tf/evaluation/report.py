@@ -12,7 +12,7 @@ import os
 from typing import Dict, List, Optional, Sequence
 
 from rnascl_tf.runtime import artefacts as io_utils
-from rnascl_tf.evaluation import plots
+from rnascl_tf.evaluation import eval_reports, plots
 
 
 def _load(path: str) -> Optional[dict]:
@@ -124,8 +124,6 @@ def write_report(run_dir: str, commands: Dict[str, Optional[str]]) -> Dict[str, 
   Returns:
     {"markdown": path, "html": path}.
   """
-  from rnascl_tf.evaluation import engine as evaluation  # Lazy: pulls in TF and the attack libraries.
-
   d = lambda *p: os.path.join(run_dir, *p)  # noqa: E731
   genotype = _load(d("search", "genotype.json"))
   summary = _load(d("train", "train_summary.json"))
@@ -182,7 +180,7 @@ def write_report(run_dir: str, commands: Dict[str, Optional[str]]) -> Dict[str, 
   if present:
     doc.h(2, "Robustness against eps")
     path = d("report_files", "eps_sweep_teacher_vs_student.png")
-    plots.write_png(path, evaluation.compare_curves(present))
+    plots.write_png(path, eval_reports.compare_curves(present))
     doc.image(path, "PGD accuracy against the L-inf budget, teacher and student")
     doc.h(2, "Sanity checks")
     rows = []

@@ -1,4 +1,4 @@
-"""The derived child network: physically narrowed layers at the chosen widths (METHOD.md section 9).
+"""The derived child network: physically narrowed layers at the chosen widths (docs/method.md section 11).
 
 Block k of the child has input width c_{k-1} (the stem width for the first block), mid width
 e_k x c_{k-1} and output width c_k. Where the space has a residual (stride 1, equal maximum widths)

@@ -21,6 +21,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from rnascl_tf.distill.keras_graph import all_sublayers
 from rnascl_tf.nas import search_space as ss
 
 
@@ -181,8 +182,7 @@ def count_model_cost(model: keras.Model, input_shape: Sequence[int]) -> dict:
   {'flops': 12, 'params': 15}
   """
   records = []
-  layers = [l for l in model._flatten_layers(include_self=False, recursive=True)
-            if isinstance(l, _COUNTED)]
+  layers = [l for l in all_sublayers(model) if isinstance(l, _COUNTED)]
   # Wrap each counted layer's `call` on the instance only for this pass, so the shapes come from the
   # actual computation (strides, padding, shared layers called twice) rather than from a formula.
   for layer in layers:

@@ -13,7 +13,7 @@ and returns logits. Each model names the outputs that can supervise a student ("
 
 Tap names: "stem/conv", "stage{s}/block{b}/conv{i}", "stage{s}/block{b}/out" (stages from 1, blocks
 and convs as in the paper: blocks from 0, convs from 1). With these rules ResNet-18 has 17 conv taps,
-WRN-34-10 31, WRN-28-10 25, ResNet-50 49 and `small_cnn` 7 (METHOD.md section 5).
+WRN-34-10 31, WRN-28-10 25, ResNet-50 49 and `small_cnn` 7 (docs/method.md section 4).
 """
 
 import functools

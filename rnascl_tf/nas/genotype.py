@@ -3,6 +3,7 @@
 from typing import Any, Dict, List
 
 from rnascl_tf.runtime import artefacts as io_utils
+from rnascl_tf.configs import TUTOR_MAPS
 from rnascl_tf.errors import UserInputError
 
 SCHEMA = "rnascl_tf/genotype"
@@ -72,11 +73,8 @@ def tutor_map(g: Dict[str, Any]) -> List[int]:
   return [names.index(s["tutor"]) for s in g["student_layers"]]
 
 
-TUTOR_MAPS = ("searched", "same_depth", "random", "last_layer")
-
-
 def ablation_tutor_map(g: Dict[str, Any], kind: str, seed: int = 0) -> List[int]:
-  """The tutor map used for retraining: the searched one or an ablation (METHOD.md section 9).
+  """The tutor map used for retraining: the searched one or an ablation (docs/method.md section 11).
 
   Args:
     g: a validated genotype.

@@ -78,6 +78,11 @@ class SearchModel(NestedXlaJit, keras.Model):
   def metrics(self):
     return list(self._trackers.values())
 
+  @property
+  def teacher(self):
+    """The frozen `TeacherTaps` the step distils from (held untracked: never trained or checkpointed here)."""
+    return self._teacher
+
   def arch_variables(self):
     """Width (and expansion) logits of the supernet plus the tutor logits."""
     return list(self.supernet.arch_variables()) + [self.tutor_logits]
@@ -117,7 +122,7 @@ class SearchModel(NestedXlaJit, keras.Model):
   def step(self, data):
     """One per-replica bilevel step; returns the per-replica scaled weight loss."""
     (x_w, y_w), (x_a, y_a) = data
-    # The teacher runs once per batch, frozen, outside both tapes (KERAS3.md rule 10); only its
+    # The teacher runs once per batch, frozen, outside both tapes (docs/keras_notes.md note 8); only its
     # logits and tap energy maps are kept, not its activations (memory: BUILD.md benchmarks).
     t_logits_w, t_energy_w = self._teacher_outputs(x_w)
     cost = None

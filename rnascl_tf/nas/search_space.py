@@ -1,4 +1,4 @@
-"""Search spaces as declarative, validated, JSON round-trippable data (METHOD.md section 4).
+"""Search spaces as declarative, validated, JSON round-trippable data (docs/method.md section 5).
 
 A space is a stem, a list of stages of inverted-residual blocks, and a head. Each stage declares its
 block count, the stride of its first block, its maximum width and the width options every one of its
@@ -223,7 +223,7 @@ def _with_stem_stride(space: SearchSpace, stem_stride) -> SearchSpace:
 def get_space(name: str, stem_stride: Optional[int] = None) -> SearchSpace:
   """Returns a built-in search space.
 
-  CIFAR spaces (s3..s18, m, l) use stem stride 2 (METHOD.md section 4) and stage strides 1, 2, 2,
+  CIFAR spaces (s3..s18, m, l) use stem stride 2 (docs/method.md section 5) and stage strides 1, 2, 2,
   so 32-px inputs give 16, 8 and 4 px feature maps. `imagenet` is FBNetV2-like (stem stride 2, stage
   strides 1, 2, 2, 2, 1, 2 for 224 px, 1984-channel head). `tiny` is for tests and the 16x16 digits
   quickstart (stem stride 1).

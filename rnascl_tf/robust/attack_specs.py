@@ -29,7 +29,7 @@ TRADES_START_RADIUS = 0.001
 _BACKEND = "cleverhans"
 
 
-def _fmt_pixels(value: float, norm: str) -> str:
+def format_pixels(value: float, norm: str) -> str:
   """Formats a pixel budget: '8/255' or '0.5/255' for L-inf multiples of 0.01/255, else '%g'."""
   if value == 0:
     return "0"
@@ -108,8 +108,8 @@ class AttackConfig:
       e.g. "PGD-20 (Linf, eps=8/255, step=2/255, 1 restart, cleverhans)".
     """
     norm = "Linf" if self.norm == "inf" else "L2"
-    eps = f"eps={_fmt_pixels(self.eps, self.norm)}"
-    step = f"step={_fmt_pixels(self.effective_step_size, self.norm)}"
+    eps = f"eps={format_pixels(self.eps, self.norm)}"
+    step = f"step={format_pixels(self.effective_step_size, self.norm)}"
     restarts = f"{self.restarts} restart" + ("s" if self.restarts > 1 else "")
     start = [] if self.rand_init else ["no random start"]
     if self.name == "fgsm":

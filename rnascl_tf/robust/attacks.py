@@ -1,6 +1,6 @@
-"""White-box attacks (cleverhans backend) and robust-accuracy evaluation in pixel space.
+"""White-box attacks (cleverhans backend) in pixel space: `generate`, their losses, perturbation sizes.
 
-Threat model (docs/METHOD.md section 3): models take pixel images in [0, 1] and normalise inside;
+Threat model: models take pixel images in [0, 1] and normalise inside;
 eps, step sizes and clipping are in pixel units; the attacked `model_fn` must run the model with
 `training=False`. Every attack gets the TRUE labels (never `y=None`, which would attack the model's
 own predictions).
@@ -16,11 +16,7 @@ cleverhans traps handled here (checked on cleverhans 4.0.0 / TF 2.21):
   (numpy on symbolic tensors); it is always called with `sanity_checks=False`.
 """
 
-import dataclasses
-import functools
-import math
-import re
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -30,8 +26,7 @@ from cleverhans.tf2.attacks.projected_gradient_descent import projected_gradient
 from cleverhans.tf2.utils import clip_eta
 
 from rnascl_tf.errors import UserInputError
-
-from rnascl_tf.robust.attack_specs import ATTACK_NAMES, NORMS, TRADES_START_RADIUS, AttackConfig, parse_attack  # noqa: F401 (public names of this module)
+from rnascl_tf.robust.attack_specs import TRADES_START_RADIUS, AttackConfig
 
 
 def margin_loss(labels, logits):
@@ -122,11 +117,19 @@ def _check_inputs(x, y, config: AttackConfig):
     raise UserInputError(
         f"attack {config.name}: y must be the TRUE integer labels [B], got {y.dtype.name} {y.shape}")
   if tf.executing_eagerly():
-    _check_pixel_range(x, f"attack {config.name}")
+    check_pixel_range(x, f"attack {config.name}")
 
 
-def _check_pixel_range(x, where: str):
-  """Raises if eager `x` leaves [0, 1]: a 0-255 or mean/std-normalised pipeline breaks the threat model."""
+def check_pixel_range(x, where: str) -> None:
+  """Checks that concrete images are pixels in [0, 1] (a 0-255 or normalised pipeline breaks the threat model).
+
+  Args:
+    x: images (numpy array or eager tensor).
+    where: the caller, named in the error.
+
+  Raises:
+    UserInputError: a value outside [0, 1].
+  """
   if tf.size(x) == 0:
     return
   lo, hi = float(tf.reduce_min(x)), float(tf.reduce_max(x))
@@ -207,90 +210,3 @@ def perturbation_norm(x_adv, x, norm: str):
   if norm == "inf":
     return tf.reduce_max(tf.abs(delta), axis=-1)
   return tf.norm(delta, axis=-1)
-
-
-class RobustEvaluator:
-  """Clean, per-attack and worst-case accuracy of one model, with graphs compiled once.
-
-  Build it once per model and call `evaluate` every epoch: one compiled graph per attack (and one
-  for the model) serves the whole run; eager PGD would pay Python overhead on every step, and the
-  last, smaller batch must not retrace (reduce_retracing).
-
-  Args:
-    model_fn: callable images -> logits with `training=False`.
-    configs: the attacks; their labels must be distinct.
-
-  Example:
-  >>> ev = RobustEvaluator(lambda x: model(x, training=False), [AttackConfig("pgd", steps=10)])
-  >>> ev.evaluate(val_ds, max_examples=500)["worst_case"]
-  """
-
-  def __init__(self, model_fn: Callable, configs: Sequence[AttackConfig]):
-    self.configs = list(configs)
-    self.labels = [c.label() for c in self.configs]
-    if len(set(self.labels)) != len(self.labels):
-      raise UserInputError(f"robust_accuracy: configs contain duplicate attacks: {self.labels}")
-    self._predict = tf.function(model_fn, reduce_retracing=True)
-    self._attacks = [tf.function(functools.partial(generate, model_fn, config=c), reduce_retracing=True)
-                     for c in self.configs]
-
-  def evaluate(self, dataset: Iterable, max_examples: Optional[int] = None) -> dict:
-    """See `robust_accuracy`."""
-    return _robust_accuracy(self, dataset, max_examples)
-
-
-def robust_accuracy(model_fn: Callable, dataset: Iterable, configs: Sequence[AttackConfig],
-                    max_examples: Optional[int] = None) -> dict:
-  """Clean and per-attack accuracy plus the per-example worst case over all attacks run.
-
-  Runs eagerly over `(x, y)` batches (x pixels in [0, 1], y int labels). A "trades_kl" config is
-  given the model's clean probabilities as its target and scored against the true labels.
-
-  Args:
-    model_fn: callable images -> logits with `training=False`; use one object for the whole run.
-    dataset: iterable of (x, y) batches, e.g. a batched `tf.data.Dataset`.
-    configs: the attacks; their labels must be distinct.
-    max_examples: stop after this many examples (the last batch is truncated); None for all.
-
-  Returns:
-    {"clean": acc, "<label>": acc per attack, "worst_case": acc of examples correct under clean and
-    every attack, "num_examples": n, "max_perturbation": {label: max over examples of |x_adv - x|
-    in the attack's norm}}. Accuracies are Python floats in [0, 1].
-  """
-  return RobustEvaluator(model_fn, configs).evaluate(dataset, max_examples)
-
-
-def _robust_accuracy(ev: RobustEvaluator, dataset: Iterable, max_examples: Optional[int]) -> dict:
-  if max_examples is not None and max_examples < 1:
-    raise UserInputError(f"robust_accuracy: max_examples={max_examples}, expected None or >= 1")
-  configs, labels, predict, attack_fns = ev.configs, ev.labels, ev._predict, ev._attacks
-  n = 0
-  correct = {"clean": 0, **{label: 0 for label in labels}}
-  worst = 0
-  max_pert = {label: 0.0 for label in labels}
-  for x, y in dataset:
-    if max_examples is not None and n >= max_examples:
-      break
-    x = tf.convert_to_tensor(x, tf.float32)
-    y = tf.cast(tf.convert_to_tensor(y), tf.int32)
-    if max_examples is not None:
-      x, y = x[:max_examples - n], y[:max_examples - n]
-    _check_pixel_range(x, "robust_accuracy")
-    logits = predict(x)
-    ok = tf.equal(tf.argmax(logits, -1, output_type=tf.int32), y)
-    correct["clean"] += int(tf.reduce_sum(tf.cast(ok, tf.int32)))
-    robust = ok
-    for config, label, attack_fn in zip(configs, labels, attack_fns):
-      target = tf.nn.softmax(tf.cast(logits, tf.float32)) if config.name == "trades_kl" else y
-      x_adv = attack_fn(x, target)
-      ok_adv = tf.equal(tf.argmax(predict(x_adv), -1, output_type=tf.int32), y)
-      correct[label] += int(tf.reduce_sum(tf.cast(ok_adv, tf.int32)))
-      robust = tf.logical_and(robust, ok_adv)
-      max_pert[label] = max(max_pert[label], float(tf.reduce_max(perturbation_norm(x_adv, x, config.norm))))
-    worst += int(tf.reduce_sum(tf.cast(robust, tf.int32)))
-    n += int(x.shape[0])
-  if n == 0:
-    raise UserInputError("robust_accuracy: the dataset yielded no examples")
-  result = {key: count / n for key, count in correct.items()}
-  result.update(worst_case=worst / n, num_examples=n, max_perturbation=max_pert)
-  return result

@@ -20,7 +20,7 @@ from rnascl_tf.runtime.xla import NestedXlaJit
 class RobustTrainer(NestedXlaJit, keras.Model):
   """Wraps `net` and trains it adversarially in pixel space.
 
-  The attacker always runs `net` in inference mode (METHOD.md section 3); losses are scaled with
+  The attacker always runs `net` in inference mode (docs/method.md section 3); losses are scaled with
   `losses.replica_mean` so 1 and N replicas give the same update.
 
   Distillation (when `teacher` is given) is computed on the inputs the student trains on: clean

@@ -6,6 +6,7 @@ import tempfile
 from typing import Any, Callable
 
 from rnascl_tf.errors import UserInputError
+from rnascl_tf.models.registry import register_serializables
 
 
 def _atomic_write(path: str, write_fn: Callable[[str], None], suffix: str = "") -> None:
@@ -100,12 +101,7 @@ def load_keras_model(path: str, what: str = "model"):
   """
   import keras  # Local import: keeps this module importable without TF for pure-JSON users.
 
-  # Importing the modules registers our serialisable classes (safe_mode only loads registered ones).
-  import rnascl_tf.models.child  # noqa: F401
-  import rnascl_tf.models.layers  # noqa: F401
-  import rnascl_tf.runtime.optimizers  # noqa: F401
-  import rnascl_tf.models.teachers  # noqa: F401
-
+  register_serializables()  # safe_mode only rebuilds registered classes.
   if not os.path.isfile(path):
     raise UserInputError(f"{what}: no such file: {path!r}")
   if not path.endswith(".keras"):

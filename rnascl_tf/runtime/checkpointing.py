@@ -12,19 +12,34 @@ from typing import Any, Dict, Optional
 import tensorflow as tf
 
 from rnascl_tf.runtime import artefacts as io_utils
+from rnascl_tf.configs import fingerprint_differences
 from rnascl_tf.errors import TrainingDiverged, UserInputError  # noqa: F401  (re-exported)
 
 STATE_SCHEMA = "rnascl_tf/run_state"
 STATE_VERSION = 1
 
 
-def _flat_variables(trackables: Dict[str, Any]) -> Dict[str, Any]:
-  """{name: model | optimiser | variable} -> {"name.00012": tf.Variable}, variable by variable.
+def flat_variables(trackables: Dict[str, Any]) -> Dict[str, Any]:
+  """The variables of models, optimisers and variables, keyed by owner and position, for `tf.train.Checkpoint`.
 
   Keras 3 objects are checkpointed as flat variable lists: the TF object graph of Keras 3 layers
   misses the non-trainable variables of nested layers (BatchNorm moving statistics were silently
   not restored in a check). Keys are positions, not paths, because Keras uniquifies names per
-  process ("sgd_1/..."); a different architecture fails on the count or on a shape.
+  process ("sgd_1/..."); a different architecture fails on the count or on a shape. The run
+  checkpoints and the search-to-retraining warm start both read checkpoints through these keys.
+
+  Args:
+    trackables: {name: Keras model | optimiser | variable}.
+
+  Returns:
+    {"<name>.<position, 5 digits>": tf.Variable}, e.g. {"model.00012": ...}.
+
+  Example:
+  >>> import keras
+  >>> dense = keras.layers.Dense(2)
+  >>> dense.build((None, 3))
+  >>> sorted(flat_variables({"step": tf.Variable(0), "dense": dense}))
+  ['dense.00000', 'dense.00001', 'step.00000']
   """
   flat = {}
   for name, obj in trackables.items():
@@ -53,9 +68,16 @@ class Checkpointer:
     max_to_keep: epoch checkpoints kept.
 
   Example:
-  >>> ck = Checkpointer("/tmp/run", "train_teacher", {"arch": "small_cnn"}, {"model": model})
-  >>> start_epoch = ck.restore()   # 0 on a fresh folder
-  >>> ck.save(epoch=1, state={"best": None})
+  >>> import shutil, tempfile, keras
+  >>> run_dir = tempfile.mkdtemp()
+  >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+  >>> ck = Checkpointer(run_dir, "train_teacher", {"arch": "dense"}, {"model": model})
+  >>> ck.restore()  # Epochs completed: none in a fresh folder.
+  0
+  >>> ck.save(1, {"best": None})
+  >>> Checkpointer(run_dir, "train_teacher", {"arch": "dense"}, {"model": model}).restore()
+  1
+  >>> shutil.rmtree(run_dir)
   """
 
   def __init__(self, model_dir: str, stage: str, fingerprint: Dict[str, Any], trackables: Dict[str, Any],
@@ -64,7 +86,7 @@ class Checkpointer:
     self.stage = stage
     self.fingerprint = _normalise(fingerprint)
     self.write = write
-    self._ckpt = tf.train.Checkpoint(**_flat_variables(trackables))
+    self._ckpt = tf.train.Checkpoint(**flat_variables(trackables))
     ckpt_dir = os.path.join(model_dir, "ckpt") if write else os.path.join(model_dir, ".scratch_ckpt")
     self._manager = tf.train.CheckpointManager(self._ckpt, ckpt_dir, max_to_keep=max_to_keep)
     self.state: Dict[str, Any] = {}
@@ -89,10 +111,9 @@ class Checkpointer:
     if state.get("stage") != self.stage:
       raise UserInputError(f"--model_dir {self.model_dir!r} holds a {state.get('stage')!r} run, not a "
                            f"{self.stage!r} run; use another --model_dir")
-    diffs = sorted(k for k in set(self.fingerprint) | set(state.get("fingerprint", {}))
-                   if self.fingerprint.get(k) != state.get("fingerprint", {}).get(k))
+    diffs = fingerprint_differences(state.get("fingerprint", {}), self.fingerprint)
     if diffs:
-      detail = "; ".join(f"{k}: saved {state['fingerprint'].get(k)!r}, now {self.fingerprint.get(k)!r}" for k in diffs)
+      detail = "; ".join(diffs)
       raise UserInputError(f"refusing to resume the run in --model_dir {self.model_dir!r} with incompatible "
                            f"settings ({detail}). Use the original flags or a new --model_dir.")
     done = int(state.get("epochs_completed", 0))

@@ -1,30 +1,111 @@
-"""The shared driver of robust training stages (teacher training and student retraining).
+"""The one resumable training driver of every stage (teacher training, search, retraining).
 
-Model Garden's split: the entry point parses flags, this driver opens the strategy scope, builds
-the model and its trainer there, fits with resumable checkpoints, keeps the best checkpoint by
-validation-split PGD accuracy (never the test split) and the last one, and evaluates both on test.
+Model Garden's split: an entry point parses flags into configs; a stage builds its model inside the
+strategy scope this driver opens (`Session`), and `Session.fit` runs it with epoch checkpoints,
+NaN guard and TensorBoard, resuming after the last completed epoch: Keras `fit`, or the custom loop
+where `fit` cannot run (multi-worker). `fit_robust` is the robust-training stage both the teacher
+and the retraining run: it keeps the best checkpoint by validation PGD accuracy (never the test
+split) and the last one, and evaluates both on test.
 """
 
 import dataclasses
 import os
 import time
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from rnascl_tf.configs import DistillConfig, OptimConfig, RobustConfig, RunConfig
+from rnascl_tf.data import DataSplits
 from rnascl_tf.robust import attacks
-from rnascl_tf.runtime import callbacks as cbs
-from rnascl_tf.data import datasets as data_lib
-from rnascl_tf.runtime import distribute
-from rnascl_tf.runtime import custom_loop as distributed_loop
-from rnascl_tf.runtime import artefacts as io_utils
-from rnascl_tf.runtime import optimizers as optim
-from rnascl_tf.runtime import xla as step_compile
-from rnascl_tf.configs import OptimConfig, RobustConfig, RunConfig
+from rnascl_tf.robust.evaluator import RobustEvaluator
 from rnascl_tf.robust.trainer import RobustTrainer
-from rnascl_tf.configs import DistillConfig
+from rnascl_tf.runtime import callbacks as cbs
+from rnascl_tf.runtime import artefacts as io_utils
+from rnascl_tf.runtime import custom_loop
+from rnascl_tf.runtime import distribute
+from rnascl_tf.runtime import optimizers
+from rnascl_tf.runtime import xla
+
+# Make callbacks once the checkpoint is restored: (stage callbacks, extra run state to save each epoch).
+CallbackFactory = Callable[[dict], Tuple[List[keras.callbacks.Callback], Optional[Callable[[], dict]]]]
+
+
+class Session:
+  """A run's seed, folder, strategy and chief role, set up once for one stage.
+
+  Args:
+    run: run control (model_dir, epochs, seed, strategy...).
+    batch_size: the global batch size (checked against the number of replicas).
+  """
+
+  def __init__(self, run: RunConfig, batch_size: int):
+    self.t0 = time.time()
+    self.run = run
+    keras.utils.set_random_seed(run.seed)
+    os.makedirs(run.model_dir, exist_ok=True)
+    self.strategy = distribute.make_strategy(run.strategy, run.num_gpus)
+    distribute.check_global_batch(batch_size, self.strategy)
+    self.chief = distribute.is_chief(self.strategy)
+
+  def optimizer(self, cfg: OptimConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    """The weight optimiser (call inside `strategy.scope()`), learning rate scaled if asked."""
+    cfg = dataclasses.replace(cfg, learning_rate=distribute.scaled_learning_rate(
+        cfg.learning_rate, self.strategy, self.run.scale_lr_with_replicas))
+    return optimizers.make_optimizer(cfg, self.run.epochs * steps_per_epoch, steps_per_epoch)
+
+  def fit(self, model: keras.Model, stage: str, fingerprint: dict, trackables: Dict[str, object],
+          dataset_at: Callable[[int], tf.data.Dataset], steps_per_epoch: int, make_callbacks: CallbackFactory,
+          on_fresh_start: Optional[Callable[[], None]] = None, logs_fn: Optional[Callable[[], dict]] = None,
+          step: Optional[Callable] = None):
+    """Restores the last epoch checkpoint, then trains the remaining epochs.
+
+    Args:
+      model: the compiled model (built in this session's strategy scope).
+      stage: checkpoint stage name ("train_teacher", "search", "train").
+      fingerprint: settings a resumed run must share (`configs.fingerprint`).
+      trackables: what the checkpoint holds (models, optimisers, seed states).
+      dataset_at: the training data starting after the given number of batches (exact resume).
+      steps_per_epoch: steps of one epoch.
+      make_callbacks: called with the restored run state; returns the stage's callbacks and an
+        optional function of extra state saved with each epoch.
+      on_fresh_start: called when no epoch was done yet (e.g. a warm start).
+      logs_fn: the custom loop's epoch logs (default: all model metrics).
+      step: the custom loop's per-replica step (default: `model.step`).
+
+    Returns:
+      The `Checkpointer` (its `state` holds the history).
+    """
+    run = self.run
+    xla.warn_if_xla_on_cpu(run.jit_compile, xla.replica_devices(self.strategy))
+    ckpt = custom_loop.checkpointer_for(self.strategy, run.model_dir, stage, fingerprint, trackables)
+    start_epoch = ckpt.restore()
+    if start_epoch == 0 and on_fresh_start is not None:
+      on_fresh_start()
+    stage_callbacks, extra_state = make_callbacks(ckpt.state)
+    callbacks = [*stage_callbacks, cbs.NanGuard(run.model_dir)]
+    if self.chief:  # Only the chief writes TensorBoard logs and artefacts.
+      callbacks.append(keras.callbacks.TensorBoard(os.path.join(run.model_dir, "tb"), write_graph=False))
+    callbacks.append(cbs.EpochCheckpoint(ckpt, extra_state or dict))
+    if start_epoch >= run.epochs:
+      print(f"{run.model_dir}: all {run.epochs} epochs of {stage} already done; using the saved checkpoints")
+      return ckpt
+    if start_epoch:
+      print(f"Resuming {stage} in {run.model_dir} after epoch {start_epoch}/{run.epochs}")
+    data = dataset_at(start_epoch * steps_per_epoch)
+    if distribute.is_multi_worker(self.strategy):  # Keras 3 fit fails there: the same step in our own loop.
+      custom_loop.run_epochs(self.strategy, model, data, steps_per_epoch, start_epoch, run.epochs, callbacks,
+                             step=step, logs_fn=logs_fn, verbose=run.verbose if self.chief else 0,
+                             jit_compile=run.jit_compile)
+    else:
+      model.fit(data, epochs=run.epochs, initial_epoch=start_epoch, steps_per_epoch=steps_per_epoch,
+                callbacks=callbacks, verbose=run.verbose)
+    return ckpt
+
+  def seconds(self) -> float:
+    return time.time() - self.t0
 
 
 class CleanPgdEvaluator:
@@ -39,7 +120,7 @@ class CleanPgdEvaluator:
 
   def __init__(self, net: keras.Model, eps: float, step_size: float, steps: int):
     self.config = attacks.AttackConfig(name="pgd", eps=eps, step_size=step_size, steps=steps, rand_init=True)
-    self._evaluator = attacks.RobustEvaluator(lambda x: net(x, training=False), [self.config])
+    self._evaluator = RobustEvaluator(lambda x: net(x, training=False), [self.config])
 
   def __call__(self, dataset: tf.data.Dataset, max_examples: Optional[int] = None) -> Dict[str, float]:
     """Returns {"clean": acc, "pgd": acc, "num_examples": n, "attack": label}."""
@@ -49,96 +130,74 @@ class CleanPgdEvaluator:
             "attack": label}
 
 
-def fit_robust(run: RunConfig, splits: data_lib.DataSplits, robust: RobustConfig, optim_cfg: OptimConfig,
-               build: Callable[[], Tuple[keras.Model, object]], stage: str, best_path: str,
+def fit_robust(run: RunConfig, splits: DataSplits, robust: RobustConfig, optim_cfg: OptimConfig,
+               build: Callable[[], Tuple[keras.Model, object]], stage: str, best_path: str, fingerprint: dict,
                last_path: Optional[str] = None, distill: Optional[DistillConfig] = None,
-               fingerprint: Optional[dict] = None, test_attack_steps: int = 20,
                after_build: Optional[Callable[[keras.Model], None]] = None) -> dict:
   """Trains `build()`'s network robustly (optionally distilled) with checkpoints and model selection.
 
   Args:
     run: run control (model_dir, epochs, seed, strategy...).
-    splits: the data; trains on "train_full" unless a distillation stage asks otherwise.
-    robust: adversarial-training settings.
+    splits: the data; trains on "train_full".
+    robust: adversarial-training settings (with the test evaluation's PGD steps).
     optim_cfg: optimiser settings.
     build: called inside the strategy scope; returns (net, teacher_taps or None).
     stage: checkpoint stage name ("train_teacher", "train").
     best_path: `.keras` file of the checkpoint with the best validation metric.
+    fingerprint: settings a resumed run must share.
     last_path: optional `.keras` file of the last epoch's model.
     distill: distillation terms (with a teacher from `build`).
-    fingerprint: settings a resumed run must share.
-    test_attack_steps: PGD steps of the final test evaluation.
     after_build: optional hook on the built net before training (e.g. warm start), skipped on resume.
 
   Returns:
     {"net", "best" (selection record), "test_best", "test_last" (clean/PGD on test), "history",
-     "wall_seconds", "steps_per_epoch", "is_chief" (False on non-chief workers, which must write nothing)}.
+     "wall_seconds", "steps_per_epoch", "is_chief" (False on non-chief workers, which write nothing)}.
   """
-  t0 = time.time()
-  keras.utils.set_random_seed(run.seed)
-  os.makedirs(run.model_dir, exist_ok=True)
-  strategy = distribute.make_strategy(run.strategy, run.num_gpus)
-  distribute.check_global_batch(splits.config.batch_size, strategy)
-  chief = distribute.is_chief(strategy)
-  optim_cfg = dataclasses.replace(optim_cfg, learning_rate=distribute.scaled_learning_rate(
-      optim_cfg.learning_rate, strategy, run.scale_lr_with_replicas))
+  session = Session(run, splits.config.batch_size)
   steps_per_epoch = run.steps_per_epoch or splits.steps_per_epoch("train_full")
-  info = splits.info
-  with strategy.scope():
+  with session.strategy.scope():
     net, teacher = build()
-    net(np.zeros((1,) + tuple(info.input_shape), "float32"))
+    net(np.zeros((1,) + tuple(splits.info.input_shape), "float32"))
     trainer = RobustTrainer(net, robust, seed=run.seed, teacher=teacher, distill=distill)
-    optimizer = optim.make_optimizer(optim_cfg, run.epochs * steps_per_epoch, steps_per_epoch)
-    optimizer.build(net.trainable_variables)  # KERAS3.md rule 2: pre-build inside the scope.
+    optimizer = session.optimizer(optim_cfg, steps_per_epoch)
+    optimizer.build(net.trainable_variables)  # Pre-built inside the scope (docs/keras_notes.md note 2).
     trainer.compile(optimizer=optimizer, jit_compile=run.jit_compile)
-  step_compile.warn_if_xla_on_cpu(run.jit_compile, step_compile.replica_devices(strategy))
-  ckpt = distributed_loop.checkpointer_for(strategy, run.model_dir, stage, fingerprint or {"seed": run.seed},
-                                          {"net": net, "optimizer": optimizer,
-                                           "seed_state": trainer.seed_generator.state})
-  start_epoch = ckpt.restore()
-  if start_epoch == 0 and after_build is not None:
-    after_build(net)
 
   val_ds = splits.dataset("val", training=False)
   val_eval = CleanPgdEvaluator(net, robust.eps, robust.step_size, robust.val_attack_steps)
+  # Robust training keeps the checkpoint with the best validation PGD accuracy; plain training (a
+  # baseline) the best clean one: its PGD accuracy is ~0 throughout and would pick at random.
+  monitor = "val_clean_acc" if robust.mode == "standard" else "val_pgd_acc"
 
   def evaluate_val():
     m = val_eval(val_ds, robust.val_examples or None)
     return {"val_clean_acc": m["clean"], "val_pgd_acc": m["pgd"]}
 
-  # Robust training keeps the checkpoint with the best validation PGD accuracy; plain training (a
-  # baseline) the best clean one: its PGD accuracy is ~0 throughout and would pick at random.
-  monitor = "val_clean_acc" if robust.mode == "standard" else "val_pgd_acc"
   def save_best(epoch, metrics):
-    if chief:  # Only the chief writes artefacts; other workers evaluate in step and keep nothing.
+    if session.chief:  # Only the chief writes artefacts; other workers evaluate in step and keep nothing.
       io_utils.atomic_save_keras(net, best_path)
 
-  validation = cbs.RobustValidation(evaluate_val, monitor, on_improve=save_best, best=ckpt.state.get("best"))
-  callbacks = [cbs.NanGuard(run.model_dir), validation]
-  if chief:
-    callbacks.append(keras.callbacks.TensorBoard(os.path.join(run.model_dir, "tb"), write_graph=False))
-  callbacks.append(cbs.EpochCheckpoint(ckpt, lambda: {"best": validation.best}))
-  if start_epoch < run.epochs:
-    if start_epoch:
-      print(f"Resuming {run.model_dir} after epoch {start_epoch}/{run.epochs}")
-    data = splits.dataset("train_full", training=True, skip_batches=start_epoch * steps_per_epoch)
-    if distribute.is_multi_worker(strategy):  # Keras 3 fit is broken there (KERAS3.md): same step, own loop.
-      distributed_loop.run_epochs(strategy, trainer, data, steps_per_epoch, start_epoch, run.epochs, callbacks,
-                                  step=lambda batch: trainer.step(*batch), verbose=run.verbose if chief else 0,
-                                  jit_compile=run.jit_compile)
-    else:
-      trainer.fit(data, epochs=run.epochs, initial_epoch=start_epoch, steps_per_epoch=steps_per_epoch,
-                  callbacks=callbacks, verbose=run.verbose)
-  else:
-    print(f"{run.model_dir}: all {run.epochs} epochs already done; evaluating the saved checkpoints")
-  if last_path and chief:
+  validation = None
+
+  def make_callbacks(state):
+    nonlocal validation
+    validation = cbs.RobustValidation(evaluate_val, monitor, on_improve=save_best, best=state.get("best"))
+    return [validation], lambda: {"best": validation.best}
+
+  ckpt = session.fit(trainer, stage, fingerprint,
+                     {"net": net, "optimizer": optimizer, "seed_state": trainer.seed_generator.state},
+                     lambda skip: splits.dataset("train_full", training=True, skip_batches=skip), steps_per_epoch,
+                     make_callbacks, on_fresh_start=(lambda: after_build(net)) if after_build else None,
+                     step=lambda batch: trainer.step(*batch))
+  if last_path and session.chief:
     io_utils.atomic_save_keras(net, last_path)
 
   test_ds = splits.dataset("test", training=False)
-  test_last = CleanPgdEvaluator(net, robust.eps, robust.step_size, test_attack_steps)(test_ds)
+  test_last = CleanPgdEvaluator(net, robust.eps, robust.step_size, robust.test_attack_steps)(test_ds)
   # A non-chief worker does not read the chief's best file (it may still be being replaced).
-  best_net = io_utils.load_keras_model(best_path, "best checkpoint") if chief and os.path.exists(best_path) else net
-  test_best = CleanPgdEvaluator(best_net, robust.eps, robust.step_size, test_attack_steps)(test_ds)
+  best_net = (io_utils.load_keras_model(best_path, "best checkpoint")
+              if session.chief and os.path.exists(best_path) else net)
+  test_best = CleanPgdEvaluator(best_net, robust.eps, robust.step_size, robust.test_attack_steps)(test_ds)
   return {"net": best_net, "best": validation.best, "test_best": test_best, "test_last": test_last,
-          "history": ckpt.state.get("history", []), "wall_seconds": time.time() - t0,
-          "steps_per_epoch": steps_per_epoch, "is_chief": chief}
+          "history": ckpt.state.get("history", []), "wall_seconds": session.seconds(),
+          "steps_per_epoch": steps_per_epoch, "is_chief": session.chief}

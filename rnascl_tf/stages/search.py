@@ -1,31 +1,26 @@
-"""The search driver: teacher taps, supernet, bilevel fit with checkpoints, genotype and figures."""
+"""The search stage: teacher taps, supernet, the bilevel fit (one driver), genotype and figures."""
 
 import dataclasses
 import os
-import time
 from typing import Optional
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from rnascl_tf.runtime import callbacks as cbs
+from rnascl_tf import configs
+from rnascl_tf.configs import DataConfig, OptimConfig, RunConfig, SearchConfig, TeacherConfig
+from rnascl_tf.data import load_splits
+from rnascl_tf.distill import teacher_taps as teacher_io
+from rnascl_tf.errors import UserInputError
+from rnascl_tf.evaluation import plots
 from rnascl_tf.models import child as child_lib
 from rnascl_tf.models import cost as cost_lib
-from rnascl_tf.data import datasets as data_lib
-from rnascl_tf.runtime import distribute
-from rnascl_tf.runtime import custom_loop as distributed_loop
-from rnascl_tf.nas import genotype as genotype_lib
-from rnascl_tf.runtime import artefacts as io_utils
-from rnascl_tf.runtime import optimizers as optim
-from rnascl_tf.evaluation import plots
-from rnascl_tf.nas import search_space as ss
-from rnascl_tf.runtime import xla as step_compile
-from rnascl_tf.distill import teacher_taps as teacher_io
-from rnascl_tf.configs import OptimConfig, RunConfig
-from rnascl_tf.nas.search_model import SearchModel, TemperatureSchedule, WeightOnlyWarmup
-from rnascl_tf.configs import SearchConfig
 from rnascl_tf.models.supernet import Supernet
+from rnascl_tf.nas import genotype as genotype_lib
+from rnascl_tf.nas import search_space as ss
+from rnascl_tf.nas.search_model import SearchModel, TemperatureSchedule, WeightOnlyWarmup
+from rnascl_tf.stages import driver
 
 
 def _teacher_manifest_for(path: str, model, taps, dataset: str) -> dict:
@@ -37,91 +32,67 @@ def _teacher_manifest_for(path: str, model, taps, dataset: str) -> dict:
   return {**base, "path": os.path.abspath(path), "tap_layers": made["tap_layers"]}
 
 
-def run_search(run: RunConfig, data_cfg: data_lib.DataConfig, optim_cfg: OptimConfig, cfg: SearchConfig,
-               space_spec: str, student_layers: str, teacher_path: str, teacher_layers: str,
-               assume_pixel_input: bool, flag_record: Optional[dict] = None,
-               fingerprint: Optional[dict] = None) -> dict:
+def run_search(run: RunConfig, data_cfg: DataConfig, optim_cfg: OptimConfig, cfg: SearchConfig,
+               teacher: TeacherConfig, flag_record: Optional[dict] = None) -> dict:
   """Runs the RNAS-CL search and writes genotype.json, tutor_heatmap.png, widths.png, search_curves.png.
 
   Args:
     run: run control (model_dir, epochs, seed, strategy...).
     data_cfg: dataset settings (the weight and architecture splits come from it).
     optim_cfg: weight optimiser settings.
-    cfg: the search objective, temperature schedule and architecture optimiser.
-    space_spec: built-in space name or JSON path.
-    student_layers: "all_convs" or "block_outputs".
-    teacher_path: the teacher .keras file.
-    teacher_layers: teacher tap spec ("auto", "auto_block" or names).
-    assume_pixel_input: trust an external teacher without a visible normalisation layer.
-    flag_record: flags recorded in the genotype.
-    fingerprint: settings a resumed run must share.
+    cfg: the search space, objective, temperature schedule and architecture optimiser.
+    teacher: the teacher .keras file and its taps.
+    flag_record: flags recorded in the genotype (provenance).
 
   Returns:
     A summary dict (paths, genotype summary, wall time, the trained `model`, and `is_chief`: only
     the chief writes files under multi-worker).
   """
-  t0 = time.time()
-  keras.utils.set_random_seed(run.seed)
-  os.makedirs(run.model_dir, exist_ok=True)
-  strategy = distribute.make_strategy(run.strategy, run.num_gpus)
-  distribute.check_global_batch(data_cfg.batch_size, strategy)
-  chief = distribute.is_chief(strategy)
-  optim_cfg = dataclasses.replace(optim_cfg, learning_rate=distribute.scaled_learning_rate(
-      optim_cfg.learning_rate, strategy, run.scale_lr_with_replicas))
-  splits = data_lib.load_splits(data_cfg)
+  if not teacher.path:
+    raise UserInputError("--teacher_path is required: the teacher .keras file (e.g. from "
+                         "python -m rnascl_tf.train_teacher)")
+  session = driver.Session(run, data_cfg.batch_size)
+  splits = load_splits(data_cfg)
   info = splits.info
-  space = dataclasses.replace(ss.resolve_space(space_spec), student_layers=student_layers)
+  space = dataclasses.replace(ss.resolve_space(cfg.space), student_layers=cfg.student_layers)
   steps_per_epoch = run.steps_per_epoch or splits.steps_per_epoch("weight")
-  with strategy.scope():
-    teacher, taps = teacher_io.load_teacher(teacher_path, info.input_shape, info.num_classes, teacher_layers,
-                                            assume_pixel_input=assume_pixel_input)
+  with session.strategy.scope():
+    teacher_model, taps = teacher_io.load_teacher(teacher.path, info.input_shape, info.num_classes, teacher.layers,
+                                                  assume_pixel_input=teacher.assume_pixel_input)
     supernet = Supernet(space, info.input_shape, info.num_classes, info.mean, info.std, seed=run.seed,
                         synchronized_bn=run.sync_bn, initial_temperature=cfg.tau0)
     supernet(np.zeros((1,) + tuple(info.input_shape), "float32"))
     arch_opt = keras.optimizers.Adam(cfg.arch_learning_rate, weight_decay=cfg.arch_weight_decay or None)
     model = SearchModel(supernet, taps, cfg, arch_opt, seed=run.seed)
-    w_opt = optim.make_optimizer(optim_cfg, run.epochs * steps_per_epoch, steps_per_epoch)
-    w_opt.build(model.weight_variables())  # KERAS3.md rules 2-3: pre-built, each on its own variables.
+    w_opt = session.optimizer(optim_cfg, steps_per_epoch)
+    w_opt.build(model.weight_variables())  # Pre-built, each on its own variables (docs/keras_notes.md notes 2-3).
     arch_opt.build(model.arch_variables())
     model.compile(optimizer=w_opt, jit_compile=run.jit_compile)
-  step_compile.warn_if_xla_on_cpu(run.jit_compile, step_compile.replica_devices(strategy))
-  manifest = _teacher_manifest_for(teacher_path, teacher, taps, info.name)
-  ckpt = distributed_loop.checkpointer_for(
-      strategy, run.model_dir, "search", fingerprint or {"seed": run.seed},
+  manifest = _teacher_manifest_for(teacher.path, teacher_model, taps, info.name)
+
+  def logs():  # What train_step logs: no architecture terms during the weight-only warm-up.
+    skip = () if model.update_arch else ("arch_loss", "resource_factor")
+    return {m.name: m.result() for m in model.metrics if m.name not in skip}
+
+  def make_callbacks(state):
+    return [TemperatureSchedule(supernet.temperature, cfg, run.epochs), WeightOnlyWarmup(cfg.weight_only_epochs)], None
+
+  ckpt = session.fit(
+      model, "search", configs.fingerprint(run=run, data=data_cfg, optim=optim_cfg, search=cfg, teacher=teacher),
       {"supernet": supernet, "tutor_logits": model.tutor_logits, "weight_optimizer": w_opt,
        "arch_optimizer": arch_opt, "supernet_seed": supernet.seed_generator.state,
-       "tutor_seed": model.tutor_seed.state})
-  start_epoch = ckpt.restore()
-  schedule = TemperatureSchedule(supernet.temperature, cfg, run.epochs)
-  callbacks = [schedule, WeightOnlyWarmup(cfg.weight_only_epochs), cbs.NanGuard(run.model_dir)]
-  if chief:  # Only the chief writes TensorBoard logs and artefacts.
-    callbacks.append(keras.callbacks.TensorBoard(os.path.join(run.model_dir, "tb"), write_graph=False))
-  callbacks.append(cbs.EpochCheckpoint(ckpt))
-  if start_epoch < run.epochs:
-    if start_epoch:
-      print(f"Resuming the search in {run.model_dir} after epoch {start_epoch}/{run.epochs}")
-    data = splits.search_dataset(rotating=cfg.arch_split == "rotating", skip_batches=start_epoch * steps_per_epoch)
-    if distribute.is_multi_worker(strategy):  # Keras 3 fit is broken there (KERAS3.md): same step, own loop.
-      def logs():  # What train_step logs: no architecture terms during the weight-only warm-up.
-        skip = () if model.update_arch else ("arch_loss", "resource_factor")
-        return {m.name: m.result() for m in model.metrics if m.name not in skip}
-
-      distributed_loop.run_epochs(strategy, model, data, steps_per_epoch, start_epoch, run.epochs, callbacks,
-                                  logs_fn=logs, verbose=run.verbose if chief else 0, jit_compile=run.jit_compile)
-    else:
-      model.fit(data, epochs=run.epochs,
-                initial_epoch=start_epoch, steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=run.verbose)
-  else:
-    print(f"{run.model_dir}: all {run.epochs} search epochs already done; re-deriving the genotype")
+       "tutor_seed": model.tutor_seed.state},
+      lambda skip: splits.search_dataset(rotating=cfg.arch_split == "rotating", skip_batches=skip),
+      steps_per_epoch, make_callbacks, logs_fn=logs)
 
   genotype = derive_genotype(supernet, model, space, info, manifest, run.seed, flag_record or {})
   genotype_path = os.path.join(run.model_dir, "genotype.json")
   history = ckpt.state.get("history", [])
-  if chief:
+  if session.chief:
     genotype_lib.save_genotype(genotype_path, genotype)
     _write_figures(run.model_dir, genotype, model, history, run.epochs)
   return {"genotype_path": genotype_path, "genotype": genotype, "history": history,
-          "wall_seconds": time.time() - t0, "model": model, "is_chief": chief}
+          "wall_seconds": session.seconds(), "model": model, "is_chief": session.chief}
 
 
 def derive_genotype(supernet, model, space, info, manifest: dict, seed: int, flag_record: dict) -> dict:

@@ -1,0 +1,134 @@
+"""Retraining: child from a genotype, objectives, tutor-map ablations, warm start, bad input."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+import helpers
+from rnascl_tf.models import cost as cost_lib
+from rnascl_tf.nas import genotype as genotype_lib
+from rnascl_tf.distill import losses
+from rnascl_tf.stages import retrain as retraining
+from rnascl_tf.stages import search as searching
+from rnascl_tf.distill import teacher_taps as teacher_io
+from rnascl_tf.configs import OptimConfig, RobustConfig, RunConfig
+from rnascl_tf.data import load_splits
+from rnascl_tf.configs import DataConfig
+from rnascl_tf.errors import UserInputError
+from rnascl_tf.robust.trainer import RobustTrainer
+from rnascl_tf.configs import OBJECTIVES, DistillConfig, RetrainConfig, SearchConfig, TeacherConfig
+
+DATA = DataConfig(dataset="digits", image_size=8, batch_size=16, max_train_examples=200, max_test_examples=32)
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+  root = tmp_path_factory.mktemp("search")
+  teacher = helpers.save_tiny_teacher(str(root / "teacher.keras"))
+  searching.run_search(
+      run=RunConfig(model_dir=str(root / "search"), epochs=1, steps_per_epoch=2, verbose=0), data_cfg=DATA,
+      optim_cfg=OptimConfig(optimizer="adam", learning_rate=0.004),
+      cfg=SearchConfig(arch_weight_decay=0.0, tau_decay=0.1), teacher=TeacherConfig(path=teacher))
+  return root, str(root / "search" / "genotype.json")
+
+
+def test_child_from_genotype_has_the_genotype_cost(searched):
+  _, path = searched
+  g = genotype_lib.load_genotype(path)
+  child = retraining.build_child(g, load_splits(DATA).info, path)
+  exact = cost_lib.count_model_cost(child, (8, 8, 1))
+  assert exact == g["cost"]["exact_child"]
+  assert exact["params"] == child.count_params()
+  assert child.student_layer_names == [s["name"] for s in g["student_layers"]]
+
+
+@pytest.mark.parametrize("kind, expected", [
+    ("same_depth", lambda ns, nt: [round(i * (nt - 1) / (ns - 1)) for i in range(ns)]),
+    ("last_layer", lambda ns, nt: [nt - 1] * ns),
+])
+def test_ablation_maps(searched, kind, expected):
+  g = genotype_lib.load_genotype(searched[1])
+  ns, nt = len(g["student_layers"]), len(g["teacher"]["tap_layers"])
+  assert genotype_lib.ablation_tutor_map(g, kind) == expected(ns, nt)
+
+
+def test_searched_and_random_maps(searched):
+  g = genotype_lib.load_genotype(searched[1])
+  assert genotype_lib.ablation_tutor_map(g, "searched") == [int(np.argmax(s["tutor_probs"])) for s in g["student_layers"]]
+  r1, r2 = (genotype_lib.ablation_tutor_map(g, "random", seed=s) for s in (1, 2))
+  assert r1 == genotype_lib.ablation_tutor_map(g, "random", seed=1) and r1 != r2
+  assert all(0 <= j < len(g["teacher"]["tap_layers"]) for j in r1)
+  with pytest.raises(UserInputError, match="--tutor_map"):
+    genotype_lib.ablation_tutor_map(g, "best_guess")
+
+
+def test_ce_kd_loss_is_ce_plus_kl_plus_fixed_tutor_cl(searched):
+  # With a zero learning rate the logged loss must equal the hand-composed objective.
+  root, path = searched
+  g = genotype_lib.load_genotype(path)
+  info = load_splits(DATA).info
+  child = retraining.build_child(g, info, path)
+  _, taps = teacher_io.load_teacher(str(root / "teacher.keras"), info.input_shape, info.num_classes,
+                                    [t["name"] for t in g["teacher"]["tap_layers"]])
+  tmap = genotype_lib.ablation_tutor_map(g, "same_depth")
+  distill = DistillConfig(lambda_kd=0.7, kd_temperature=2.0, gamma_cl=3.0, cl_grid=4, tutor_map=tmap)
+  trainer = RobustTrainer(child, RobustConfig(mode="standard"), teacher=taps, distill=distill)
+  opt = keras.optimizers.SGD(0.0)
+  opt.build(child.trainable_variables)
+  trainer.compile(optimizer=opt)
+  rng = np.random.default_rng(0)
+  x, y = rng.uniform(0, 1, (16, 8, 8, 1)).astype("float32"), rng.integers(0, 10, 16).astype("int32")
+  logged = trainer.fit(x, y, batch_size=16, epochs=1, verbose=0).history
+  logits, s_taps = child.call_with_taps(x, training=True)
+  t_logits, t_acts = taps(x)
+  ce = losses.cross_entropy(y, logits)
+  kl = losses.kd_kl(t_logits, logits, 2.0)
+  cl = losses.fixed_tutor_loss(losses.layer_distances(s_taps, t_acts, 4), tmap)
+  assert logged["loss"][0] == pytest.approx(float(np.mean(ce + 0.7 * kl + 3.0 * cl)), rel=1e-4)
+  assert logged["kl"][0] == pytest.approx(float(np.mean(kl)), rel=1e-4)
+  assert logged["cl"][0] == pytest.approx(float(np.mean(cl)), rel=1e-4)
+
+
+@pytest.mark.parametrize("objective", sorted(OBJECTIVES))
+def test_every_objective_trains_and_reports(searched, tmp_path, objective):
+  root, path = searched
+  mode, use_kl, use_cl = OBJECTIVES[objective]
+  s = retraining.retrain(
+      run=RunConfig(model_dir=str(tmp_path), epochs=1, steps_per_epoch=2, verbose=0), data_cfg=DATA,
+      robust=RobustConfig(eps=0.1, step_size=0.05, steps=2, val_attack_steps=2, val_examples=16,
+                          test_attack_steps=2),
+      optim_cfg=OptimConfig(learning_rate=0.05), retrain_cfg=RetrainConfig(genotype=path, objective=objective),
+      distill=DistillConfig(cl_grid=4), teacher=TeacherConfig())
+  hist = s["history"][0]
+  assert ("kl" in hist) == use_kl and ("cl" in hist) == use_cl
+  assert ("adv_acc" in hist) == (mode != "standard")
+  assert s["adv_mode"] == mode and s["teacher"] == (str(root / "teacher.keras") if use_kl else None)
+  assert 0 <= s["test_best"]["pgd"] <= s["test_best"]["clean"] <= 1
+  saved = json.loads((tmp_path / "train_summary.json").read_text())
+  assert saved["params"] == s["params"] and (tmp_path / "student.keras").exists()
+  assert (tmp_path / "student_last.keras").exists()
+
+
+def test_warm_start_copies_supernet_weights(searched, tmp_path):
+  root, path = searched
+  g = genotype_lib.load_genotype(path)
+  info = load_splits(DATA).info
+  scratch = retraining.build_child(g, info, path)
+  warm = retraining.build_child(g, info, path)
+  retraining.warm_start_from_search(warm, g, info, str(root / "search"))
+  w_stem = warm.weight_layers()["stem"].kernel.numpy()
+  assert not np.allclose(w_stem, scratch.weight_layers()["stem"].kernel.numpy())
+  with pytest.raises(UserInputError, match="--warm_start_search_dir"):
+    retraining.warm_start_from_search(warm, g, info, str(tmp_path))
+
+
+def test_genotype_of_other_data_is_refused(searched, tmp_path):
+  _, path = searched
+  with pytest.raises(UserInputError, match="searched for inputs"):
+    retraining.retrain(
+        run=RunConfig(model_dir=str(tmp_path), epochs=1, verbose=0),
+        data_cfg=DataConfig(dataset="digits", image_size=12, batch_size=16), robust=RobustConfig(mode="standard"),
+        optim_cfg=OptimConfig(), retrain_cfg=RetrainConfig(genotype=path, objective="ce"),
+        distill=DistillConfig(cl_grid=4), teacher=TeacherConfig())
