@@ -189,11 +189,12 @@ class TeacherTaps:
       shape has unknown sizes. Defaults to the model's input shape.
 
   Example:
+  >>> from rnascl_tf.models.teachers import build_teacher
   >>> teacher = build_teacher("small_cnn", (16, 16, 1), 10, [0.3], [0.4])
   >>> taps = TeacherTaps(teacher, ["stem/conv", "stage3/block0/out"])
-  >>> logits, acts = taps(np.zeros((2, 16, 16, 1), "float32"))
-  >>> taps.output_shapes
-  [(16, 16, 16), (4, 4, 64)]
+  >>> logits, acts = taps(keras.ops.zeros((2, 16, 16, 1)))
+  >>> taps.output_shapes, [tuple(a.shape) for a in acts]
+  ([(16, 16, 16), (4, 4, 64)], [(2, 16, 16, 16), (2, 4, 4, 64)])
   """
 
   def __init__(self, model, layer_names: Sequence[str], input_shape: Optional[Sequence[int]] = None):

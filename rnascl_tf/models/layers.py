@@ -19,7 +19,7 @@ class PixelNormalization(keras.layers.Layer):
 
   Example:
   >>> layer = PixelNormalization(mean=[0.5], std=[0.25])
-  >>> float(layer(np.ones((1, 2, 2, 1), "float32"))[0, 0, 0, 0])
+  >>> float(layer(ops.ones((1, 2, 2, 1)))[0, 0, 0, 0])
   2.0
   """
 

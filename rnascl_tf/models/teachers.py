@@ -25,114 +25,9 @@ from keras import ops
 from rnascl_tf.errors import UserInputError
 from rnascl_tf.models.layers import PixelNormalization
 
-# PyTorch's BatchNorm defaults (momentum 0.1 there is 0.9 here): the reference teachers were
-# trained with them, and Keras' 0.99 lags badly on short runs.
-_BN_MOMENTUM = 0.9
-_BN_EPSILON = 1e-5
+from rnascl_tf.models.teacher_blocks import BasicBlock, Bottleneck, PreActBlock, bn_layer, conv_layer, scaled
 
 TAP_KINDS = ("conv", "block")
-
-
-def _scaled(channels: int, multiplier: float) -> int:
-  return max(1, int(round(channels * multiplier)))
-
-
-def _conv(filters: int, kernel: int, stride: int, name: str) -> keras.layers.Conv2D:
-  return keras.layers.Conv2D(
-      filters, kernel, strides=stride, padding="same", use_bias=False,
-      kernel_initializer="he_normal", name=name)
-
-
-def _bn(name: str, synchronized: bool = False) -> keras.layers.BatchNormalization:
-  # synchronized=True: batch statistics over all replicas under tf.distribute (same as one device).
-  return keras.layers.BatchNormalization(momentum=_BN_MOMENTUM, epsilon=_BN_EPSILON, synchronized=synchronized,
-                                         name=name)
-
-
-class _BasicBlock(keras.layers.Layer):
-  """Post-activation basic block: conv3x3-BN-ReLU, conv3x3-BN, + shortcut, ReLU.
-
-  `call` returns a dict of its taps: "conv1" (after BN-ReLU), "conv2" (after BN, before the add) and
-  "out" (after add and ReLU).
-  """
-
-  CONV_TAPS = ("conv1", "conv2")
-
-  def __init__(self, filters: int, stride: int, projection: bool, synchronized_bn: bool = False, **kwargs):
-    super().__init__(**kwargs)
-    bn = functools.partial(_bn, synchronized=synchronized_bn)
-    self.conv1 = _conv(filters, 3, stride, "conv1")
-    self.bn1 = bn("bn1")
-    self.conv2 = _conv(filters, 3, 1, "conv2")
-    self.bn2 = bn("bn2")
-    self.shortcut_conv = _conv(filters, 1, stride, "shortcut_conv") if projection else None
-    self.shortcut_bn = bn("shortcut_bn") if projection else None
-
-  def call(self, x, training=None):
-    c1 = ops.relu(self.bn1(self.conv1(x), training=training))
-    c2 = self.bn2(self.conv2(c1), training=training)
-    shortcut = x
-    if self.shortcut_conv is not None:
-      shortcut = self.shortcut_bn(self.shortcut_conv(x), training=training)
-    return {"conv1": c1, "conv2": c2, "out": ops.relu(c2 + shortcut)}
-
-
-class _Bottleneck(keras.layers.Layer):
-  """Post-activation bottleneck (ResNet v1.5, stride on the 3x3): 1x1, 3x3, 1x1 (x4), + shortcut, ReLU.
-
-  Taps: "conv1", "conv2" (after BN-ReLU), "conv3" (after BN, before the add), "out" (after ReLU).
-  """
-
-  CONV_TAPS = ("conv1", "conv2", "conv3")
-  EXPANSION = 4
-
-  def __init__(self, filters: int, stride: int, projection: bool, synchronized_bn: bool = False, **kwargs):
-    super().__init__(**kwargs)
-    bn = functools.partial(_bn, synchronized=synchronized_bn)
-    self.conv1 = _conv(filters, 1, 1, "conv1")
-    self.bn1 = bn("bn1")
-    self.conv2 = _conv(filters, 3, stride, "conv2")
-    self.bn2 = bn("bn2")
-    self.conv3 = _conv(filters * self.EXPANSION, 1, 1, "conv3")
-    self.bn3 = bn("bn3")
-    self.shortcut_conv = _conv(filters * self.EXPANSION, 1, stride, "shortcut_conv") if projection else None
-    self.shortcut_bn = bn("shortcut_bn") if projection else None
-
-  def call(self, x, training=None):
-    c1 = ops.relu(self.bn1(self.conv1(x), training=training))
-    c2 = ops.relu(self.bn2(self.conv2(c1), training=training))
-    c3 = self.bn3(self.conv3(c2), training=training)
-    shortcut = x
-    if self.shortcut_conv is not None:
-      shortcut = self.shortcut_bn(self.shortcut_conv(x), training=training)
-    return {"conv1": c1, "conv2": c2, "conv3": c3, "out": ops.relu(c3 + shortcut)}
-
-
-class _PreActBlock(keras.layers.Layer):
-  """Pre-activation basic block (He et al. 2016; WRN): BN-ReLU, conv3x3, BN-ReLU, conv3x3, + shortcut.
-
-  A projection shortcut reads the pre-activated input (as in the WRN and PreActResNet reference
-  code); an identity shortcut reads the raw input. Taps: "conv1" (after its BN-ReLU), "conv2" (raw
-  conv output, before the add: its BN-ReLU belongs to the next block), "out" (the sum).
-  """
-
-  CONV_TAPS = ("conv1", "conv2")
-
-  def __init__(self, filters: int, stride: int, projection: bool, synchronized_bn: bool = False, **kwargs):
-    super().__init__(**kwargs)
-    bn = functools.partial(_bn, synchronized=synchronized_bn)
-    self.bn1 = bn("bn1")
-    self.conv1 = _conv(filters, 3, stride, "conv1")
-    self.bn2 = bn("bn2")
-    self.conv2 = _conv(filters, 3, 1, "conv2")
-    self.shortcut_conv = _conv(filters, 1, stride, "shortcut_conv") if projection else None
-
-  def call(self, x, training=None):
-    pre = ops.relu(self.bn1(x, training=training))
-    shortcut = self.shortcut_conv(pre) if self.shortcut_conv is not None else x
-    c1 = ops.relu(self.bn2(self.conv1(pre), training=training))
-    c2 = self.conv2(c1)
-    return {"conv1": c1, "conv2": c2, "out": c2 + shortcut}
 
 
 class _TapResNet(keras.Model):
@@ -154,13 +49,13 @@ class _TapResNet(keras.Model):
     synchronized_bn: BatchNorm statistics over all replicas under tf.distribute (`--sync_bn`).
   """
 
-  _BLOCKS = {"basic": _BasicBlock, "bottleneck": _Bottleneck, "preact": _PreActBlock}
+  _BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck, "preact": PreActBlock}
 
   def __init__(self, image_shape, num_classes, mean, std, *, stage_blocks, stage_widths,
                stage_strides, stem_width, block, imagenet_stem=False, synchronized_bn: bool = False, **kwargs):
     super().__init__(**kwargs)
     self.synchronized_bn = bool(synchronized_bn)
-    bn = functools.partial(_bn, synchronized=self.synchronized_bn)
+    bn = functools.partial(bn_layer, synchronized=self.synchronized_bn)
     image_shape = tuple(int(d) for d in image_shape)
     if len(image_shape) != 3 or min(image_shape) < 1:
       raise UserInputError(f"teacher input shape must be (H, W, C) with positive sizes, got {image_shape}")
@@ -175,7 +70,7 @@ class _TapResNet(keras.Model):
     self._preact = block == "preact"
     block_cls = self._BLOCKS[block]
     self.normalizer = PixelNormalization(mean, std, name="normalize")
-    self.stem_conv = _conv(stem_width, 7 if imagenet_stem else 3, 2 if imagenet_stem else 1, "stem_conv")
+    self.stem_conv = conv_layer(stem_width, 7 if imagenet_stem else 3, 2 if imagenet_stem else 1, "stem_conv")
     # Pre-activation nets normalise the stem output inside the first block.
     self.stem_bn = None if self._preact else bn("stem_bn")
     self.stem_pool = keras.layers.MaxPooling2D(3, 2, padding="same", name="stem_pool") if imagenet_stem else None
@@ -266,15 +161,15 @@ class ResNet18(_TapResNet):
 
   Example:
   >>> model = ResNet18((16, 16, 3), 10, [0.5] * 3, [0.25] * 3, width_multiplier=0.125)
-  >>> model(np.zeros((2, 16, 16, 3), "float32")).shape
-  TensorShape([2, 10])
+  >>> tuple(model(ops.zeros((2, 16, 16, 3))).shape)
+  (2, 10)
   >>> len(model.tap_names("conv"))
   17
   """
 
   def __init__(self, image_shape, num_classes, mean, std, width_multiplier: float = 1.0, **kwargs):
     self.width_multiplier = float(width_multiplier)
-    widths = [_scaled(c, self.width_multiplier) for c in (64, 128, 256, 512)]
+    widths = [scaled(c, self.width_multiplier) for c in (64, 128, 256, 512)]
     super().__init__(image_shape, num_classes, mean, std, stage_blocks=(2, 2, 2, 2), stage_widths=widths,
                      stage_strides=(1, 2, 2, 2), stem_width=widths[0], block="basic", **kwargs)
 
@@ -298,14 +193,14 @@ class PreActResNet18(_TapResNet):
 
   Example:
   >>> model = PreActResNet18((16, 16, 3), 10, [0.5] * 3, [0.25] * 3, width_multiplier=0.125)
-  >>> logits, taps = model.call_with_taps(np.zeros((2, 16, 16, 3), "float32"))
+  >>> logits, taps = model.call_with_taps(ops.zeros((2, 16, 16, 3)))
   >>> tuple(taps["stage4/block1/out"].shape)
   (2, 2, 2, 64)
   """
 
   def __init__(self, image_shape, num_classes, mean, std, width_multiplier: float = 1.0, **kwargs):
     self.width_multiplier = float(width_multiplier)
-    widths = [_scaled(c, self.width_multiplier) for c in (64, 128, 256, 512)]
+    widths = [scaled(c, self.width_multiplier) for c in (64, 128, 256, 512)]
     super().__init__(image_shape, num_classes, mean, std, stage_blocks=(2, 2, 2, 2), stage_widths=widths,
                      stage_strides=(1, 2, 2, 2), stem_width=widths[0], block="preact", **kwargs)
 
@@ -331,8 +226,8 @@ class WideResNet(_TapResNet):
 
   Example:
   >>> model = WideResNet((16, 16, 3), 10, [0.5] * 3, [0.25] * 3, depth=10, widen_factor=1)
-  >>> model(np.zeros((2, 16, 16, 3), "float32")).shape
-  TensorShape([2, 10])
+  >>> tuple(model(ops.zeros((2, 16, 16, 3))).shape)
+  (2, 10)
   >>> model.tap_names("conv")[:3]
   ['stem/conv', 'stage1/block0/conv1', 'stage1/block0/conv2']
   """
@@ -346,9 +241,9 @@ class WideResNet(_TapResNet):
       raise UserInputError(f"wide_resnet widen_factor must be >= 1, got {widen_factor}")
     self.depth, self.widen_factor, self.width_multiplier = depth, widen_factor, float(width_multiplier)
     n = (depth - 4) // 6
-    widths = [_scaled(c * widen_factor, self.width_multiplier) for c in (16, 32, 64)]
+    widths = [scaled(c * widen_factor, self.width_multiplier) for c in (16, 32, 64)]
     super().__init__(image_shape, num_classes, mean, std, stage_blocks=(n, n, n), stage_widths=widths,
-                     stage_strides=(1, 2, 2), stem_width=_scaled(16, self.width_multiplier), block="preact",
+                     stage_strides=(1, 2, 2), stem_width=scaled(16, self.width_multiplier), block="preact",
                      **kwargs)
 
   def get_config(self):
@@ -371,13 +266,13 @@ class ResNet50(_TapResNet):
 
   Example:
   >>> model = ResNet50((32, 32, 3), 5, [0.5] * 3, [0.25] * 3, width_multiplier=0.0625)
-  >>> model(np.zeros((2, 32, 32, 3), "float32")).shape
-  TensorShape([2, 5])
+  >>> tuple(model(ops.zeros((2, 32, 32, 3))).shape)
+  (2, 5)
   """
 
   def __init__(self, image_shape, num_classes, mean, std, width_multiplier: float = 1.0, **kwargs):
     self.width_multiplier = float(width_multiplier)
-    widths = [_scaled(c, self.width_multiplier) for c in (64, 128, 256, 512)]
+    widths = [scaled(c, self.width_multiplier) for c in (64, 128, 256, 512)]
     super().__init__(image_shape, num_classes, mean, std, stage_blocks=(3, 4, 6, 3), stage_widths=widths,
                      stage_strides=(1, 2, 2, 2), stem_width=widths[0], block="bottleneck",
                      imagenet_stem=True, **kwargs)
@@ -401,15 +296,15 @@ class SmallCNN(_TapResNet):
 
   Example:
   >>> model = SmallCNN((16, 16, 1), 10, [0.3], [0.4])
-  >>> model(np.zeros((2, 16, 16, 1), "float32")).shape
-  TensorShape([2, 10])
+  >>> tuple(model(ops.zeros((2, 16, 16, 1))).shape)
+  (2, 10)
   >>> model.tap_names("block")
   ['stage1/block0/out', 'stage2/block0/out', 'stage3/block0/out']
   """
 
   def __init__(self, image_shape, num_classes, mean, std, width_multiplier: float = 1.0, **kwargs):
     self.width_multiplier = float(width_multiplier)
-    widths = [_scaled(c, self.width_multiplier) for c in (16, 32, 64)]
+    widths = [scaled(c, self.width_multiplier) for c in (16, 32, 64)]
     super().__init__(image_shape, num_classes, mean, std, stage_blocks=(1, 1, 1), stage_widths=widths,
                      stage_strides=(1, 2, 2), stem_width=widths[0], block="basic", **kwargs)
 

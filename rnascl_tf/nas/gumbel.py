@@ -16,6 +16,12 @@ def gumbel_softmax(logits, tau, seed, hard: bool = False):
 
   Returns:
     A tensor shaped like `logits` whose last axis sums to 1.
+
+  Example:
+  >>> logits = ops.convert_to_tensor([[1.0, 2.0, 0.5], [0.0, 0.0, 0.0]])
+  >>> hard = gumbel_softmax(logits, tau=0.5, seed=0, hard=True)
+  >>> ops.convert_to_numpy(ops.sum(hard, axis=-1)).tolist(), sorted(ops.convert_to_numpy(hard)[0].tolist())
+  ([1.0, 1.0], [0.0, 0.0, 1.0])
   """
   u = keras.random.uniform(ops.shape(logits), minval=1e-10, maxval=1.0, seed=seed, dtype=logits.dtype)
   g = -ops.log(-ops.log(u))

@@ -4,13 +4,11 @@
 custom `strategy.run` loop can call as is (multi-worker).
 """
 
-import dataclasses
 
 import keras
 import tensorflow as tf
 from keras import ops
 
-from rnascl_tf.nas import gumbel
 from rnascl_tf.distill import losses
 from rnascl_tf.configs import SearchConfig
 from rnascl_tf.runtime.xla import NestedXlaJit

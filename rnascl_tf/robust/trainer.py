@@ -35,9 +35,17 @@ class RobustTrainer(NestedXlaJit, keras.Model):
     distill: distillation weights and tutor map (needed with `teacher`).
 
   Example:
-  >>> trainer = RobustTrainer(net, RobustConfig(mode="pgd", eps=0.1, steps=3))
-  >>> trainer.compile(optimizer=keras.optimizers.SGD(0.1))
-  >>> trainer.fit(train_ds, epochs=1)
+  >>> import numpy as np
+  >>> from rnascl_tf.models.teachers import build_teacher
+  >>> net = build_teacher("small_cnn", (8, 8, 1), 10, [0.5], [0.25], width_multiplier=0.25)
+  >>> trainer = RobustTrainer(net, RobustConfig(mode="pgd", eps=0.1, step_size=0.05, steps=2))
+  >>> optimizer = keras.optimizers.SGD(0.1)
+  >>> optimizer.build(net.trainable_variables)
+  >>> trainer.compile(optimizer=optimizer)
+  >>> x = np.random.default_rng(0).uniform(0, 1, (8, 8, 8, 1)).astype("float32")
+  >>> y = np.arange(8) % 10
+  >>> sorted(trainer.fit(x, y, batch_size=4, epochs=1, verbose=0).history)
+  ['adv_acc', 'loss']
   """
 
   def __init__(self, net: keras.Model, robust: RobustConfig, seed: int = 0, teacher=None,

@@ -105,7 +105,8 @@ def load_keras_model(path: str, what: str = "model"):
   if not os.path.isfile(path):
     raise UserInputError(f"{what}: no such file: {path!r}")
   if not path.endswith(".keras"):
-    raise UserInputError(f"{what}: {path!r} is not a .keras file (expected a Keras 3 model saved with model.save('x.keras'))")
+    raise UserInputError(
+        f"{what}: {path!r} is not a .keras file (expected a Keras 3 model saved with model.save('x.keras'))")
   try:
     return keras.saving.load_model(path, compile=False, safe_mode=True)
   except Exception as e:  # Keras raises many types for corrupt or foreign files.

@@ -17,6 +17,11 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     total_steps: steps of the whole run (warm-up included).
     warmup_steps: linear warm-up steps.
     cosine: False keeps the rate constant after the warm-up.
+
+  Example:
+  >>> schedule = WarmupCosine(peak=0.1, total_steps=100, warmup_steps=10)
+  >>> [round(float(schedule(step)), 4) for step in (0, 4, 9, 55, 100)]
+  [0.01, 0.05, 0.1, 0.05, 0.0]
   """
 
   def __init__(self, peak: float, total_steps: int, warmup_steps: int = 0, cosine: bool = True):

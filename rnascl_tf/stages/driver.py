@@ -29,6 +29,8 @@ from rnascl_tf.runtime import distribute
 from rnascl_tf.runtime import optimizers
 from rnascl_tf.runtime import xla
 
+STAGE_TITLES = {"train_teacher": "teacher training", "search": "search", "train": "retraining"}
+
 # Make callbacks once the checkpoint is restored: (stage callbacks, extra run state to save each epoch).
 CallbackFactory = Callable[[dict], Tuple[List[keras.callbacks.Callback], Optional[Callable[[], dict]]]]
 
@@ -89,11 +91,12 @@ class Session:
     if self.chief:  # Only the chief writes TensorBoard logs and artefacts.
       callbacks.append(keras.callbacks.TensorBoard(os.path.join(run.model_dir, "tb"), write_graph=False))
     callbacks.append(cbs.EpochCheckpoint(ckpt, extra_state or dict))
+    what = STAGE_TITLES.get(stage, stage)
     if start_epoch >= run.epochs:
-      print(f"{run.model_dir}: all {run.epochs} epochs of {stage} already done; using the saved checkpoints")
+      print(f"{run.model_dir}: all {run.epochs} epochs of the {what} already done; using the saved checkpoints")
       return ckpt
     if start_epoch:
-      print(f"Resuming {stage} in {run.model_dir} after epoch {start_epoch}/{run.epochs}")
+      print(f"Resuming the {what} in {run.model_dir} after epoch {start_epoch}/{run.epochs}")
     data = dataset_at(start_epoch * steps_per_epoch)
     if distribute.is_multi_worker(self.strategy):  # Keras 3 fit fails there: the same step in our own loop.
       custom_loop.run_epochs(self.strategy, model, data, steps_per_epoch, start_epoch, run.epochs, callbacks,

@@ -30,7 +30,7 @@ def _make_data(templates, n, seed):
 def toy():
   """A small MLP trained to ~95% clean accuracy, its inference-mode model_fn and 32 test examples.
 
-  `toy.evaluate(config, model_fn=None)` runs `engine.evaluate_model` on them (batches of 16).
+  `toy.evaluate(config, fn=None)` runs `engine.evaluate_model` on them (batches of 16).
   """
   keras.utils.set_random_seed(0)
   templates = np.random.default_rng(0).choice([-1.0, 1.0], size=(NUM_CLASSES,) + SHAPE)
@@ -44,12 +44,11 @@ def toy():
   model_fn = lambda images: model(images, training=False)  # noqa: E731
   dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
 
-  def evaluate(config, model_fn=None):
-    return engine.evaluate_model(model_fn or toy_ns.model_fn, dataset, config, NUM_CLASSES, SHAPE, batch_size=16)
+  def evaluate(config, fn=None):
+    return engine.evaluate_model(fn or model_fn, dataset, config, NUM_CLASSES, SHAPE, batch_size=16)
 
-  toy_ns = types.SimpleNamespace(model=model, model_fn=model_fn, x=x, y=y, dataset=dataset, evaluate=evaluate,
-                                 num_classes=NUM_CLASSES, shape=SHAPE, eps=EPS)
-  return toy_ns
+  return types.SimpleNamespace(model=model, model_fn=model_fn, x=x, y=y, dataset=dataset, evaluate=evaluate,
+                               num_classes=NUM_CLASSES, shape=SHAPE, eps=EPS)
 
 
 @pytest.fixture(scope="session")

@@ -68,7 +68,7 @@ def test_progress_lines_one_per_attack_and_batch(toy):
                       num_examples=32)
   lines = []
   r = engine.evaluate_model(toy.model_fn, toy.dataset, config, toy.num_classes, toy.shape, batch_size=16,
-                                progress=lines.append)
+                            progress=lines.append)
   # 2 batches of 16 x (clean + FGSM + MI-FGSM + the eps=0 sweep point).
   labels = ["clean"] + [e["label"] for e in r["attacks"]] + [r["eps_sweep"]["points"][0]["label"]]
   assert len(lines) == 2 * len(labels)
@@ -99,9 +99,9 @@ def test_savedmodel_is_evaluated_through_its_signature(tiny_files):
   data_cfg = DataConfig(dataset="digits", image_size=8, batch_size=16)
   config = EvalConfig(attacks=("fgsm", "pgd3"), eps_sweep=(8 / 255,), blackbox_queries=20, num_examples=16)
   out = engine.evaluate_path(export_dir, data_cfg, config, output_dir=str(tiny_files.root / "sm_eval"),
-                                 fail_on_sanity=False)
+                             fail_on_sanity=False)
   ref = engine.evaluate_path(tiny_files.teacher, data_cfg, config, output_dir=str(tiny_files.root / "k_eval"),
-                                 fail_on_sanity=False)
+                             fail_on_sanity=False)
   assert out["model"]["format"] == "saved_model" and ref["model"]["format"] == "keras"
   assert out["clean"]["accuracy"] == ref["clean"]["accuracy"] and out["num_examples"] == 16
   fgsm = [e["accuracy"] for r in (out, ref) for e in r["attacks"] if e["attack"] == "fgsm"]
@@ -114,8 +114,6 @@ def test_savedmodel_is_evaluated_through_its_signature(tiny_files):
     (dict(attacks=("fgsm", "fgsm")), "--attacks"), (dict(eps_sweep=(2.0,)), "--eps_sweep"),
     (dict(autoattack="AutoAttack"), "--autoattack"), (dict(blackbox_queries=-1), "--blackbox_queries"),
     (dict(num_examples=0), "--num_examples")])
-
-
 def test_bad_config_names_the_flag(kwargs, flag):
   with pytest.raises(UserInputError, match=flag):
     EvalConfig(**kwargs)

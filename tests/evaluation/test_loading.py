@@ -25,8 +25,7 @@ def test_bad_model_paths_name_the_flag(tiny_files, tmp_path):
 def test_input_shape_mismatch_names_the_flag(tiny_files):
   with pytest.raises(UserInputError, match=r"--model: .* takes images of shape \(8, 8, 1\) but "
                                            r"--dataset=digits .*\(16, 16, 1\)"):
-    engine.evaluate_path(tiny_files.teacher, DataConfig(dataset="digits", image_size=16),
-                             EvalConfig(num_examples=4))
+    engine.evaluate_path(tiny_files.teacher, DataConfig(dataset="digits", image_size=16), EvalConfig(num_examples=4))
   loaded = loading.load_model(tiny_files.teacher)
   with pytest.raises(UserInputError, match="--model: .* 10 .*3 classes|--model: .*has 3 classes"):
     loading.check_model_matches(loaded, helpers.SHAPE, 3)

@@ -7,8 +7,6 @@ from rnascl_tf.evaluation.plan import art_plan
 
 
 @pytest.mark.parametrize("mode, classes", [("fast", 10), ("standard", 10), ("standard", 2)])
-
-
 def test_art_plan_labels_are_honest(mode, classes):
   plan = art_plan(EvalConfig(autoattack=mode), classes)
   assert "not AutoAttack" in plan.label or "not full AutoAttack" in plan.label

@@ -17,7 +17,7 @@ def test_gradient_masked_model_is_flagged(toy, honest):
     return toy.model(quantised, training=False)
 
   config = EvalConfig(eps=8 / 255, step_size=2 / 255, attacks=("fgsm", "pgd10"), eps_sweep=(), blackbox_queries=200)
-  r = toy.evaluate(config, model_fn=masked_fn)
+  r = toy.evaluate(config, fn=masked_fn)
   check = r["sanity"]["checks"]["blackbox_not_stronger"]
   assert check["status"] == "fail" and not r["sanity"]["passed"]
   assert r["sanity"]["failed"] == ["blackbox_not_stronger"]

@@ -1,4 +1,4 @@
-"""export / serving: the TF Serving SavedModel, its signatures, clients, atomic writes and bad input."""
+"""Tests for rnascl_tf.serving.export and its entry point: the SavedModel, its signatures, clients, atomic writes."""
 
 import base64
 import json
@@ -13,7 +13,6 @@ import urllib.request
 from concurrent import futures
 
 import grpc
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -21,19 +20,13 @@ from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 import helpers
-from rnascl_tf.robust import attacks
-from rnascl_tf.runtime import artefacts as io_utils
-from rnascl_tf.serving import saved_model as serving
-from rnascl_tf.models import teachers
+from rnascl_tf import serving
 from rnascl_tf.errors import UserInputError
+from rnascl_tf.runtime import artefacts as io_utils
+from rnascl_tf.serving import export, load
 
 SHAPE = (8, 8, 3)
 NAME = "tiny"
-
-
-def _tiny_model(seed=0):
-  keras.utils.set_random_seed(seed)
-  return teachers.build_teacher("small_cnn", SHAPE, 10, [0.5] * 3, [0.25] * 3, width_multiplier=0.25)
 
 
 def _pixels(n=6, seed=0):
@@ -75,7 +68,7 @@ def _run_all(cmds, tmp_path, cwd, env=None, timeout=240):
 
 @pytest.fixture(scope="module")
 def model():
-  return _tiny_model()
+  return helpers.tiny_teacher(SHAPE, 10)
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +81,7 @@ def keras_path(model, tmp_path_factory):
 @pytest.fixture(scope="module")
 def exported(model, tmp_path_factory):
   base = tmp_path_factory.mktemp("serving")
-  return serving.export_for_serving(model, str(base), NAME, 1, source="student.keras")
+  return export.export_for_serving(model, str(base), NAME, 1, source="student.keras")
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +93,7 @@ def test_export_layout_manifest_and_no_temp_folder(exported):
   assert os.path.basename(exported) == "1"
   assert sorted(os.listdir(os.path.dirname(exported))) == ["1"]  # The temp folder was renamed away.
   assert os.path.isfile(os.path.join(exported, "saved_model.pb"))
-  manifest = serving.read_export_manifest(exported)
+  manifest = load.read_export_manifest(exported)
   assert manifest["schema"] == serving.MANIFEST_SCHEMA and manifest["input_shape"] == list(SHAPE)
   assert manifest["num_classes"] == 10 and manifest["version"] == 1 and manifest["model_name"] == NAME
   assert set(manifest["signatures"]) == {"serving_default", "serving_bytes"}
@@ -294,25 +287,25 @@ def test_real_tf_serving_rest_predict(model, exported, tmp_path):
 
 def test_refuses_existing_version_and_overwrite_replaces_it(exported, tmp_path):
   base = str(tmp_path / "serving")
-  first = serving.export_for_serving(_tiny_model(seed=0), base, NAME, 5)
-  other = _tiny_model(seed=1)
+  first = export.export_for_serving(helpers.tiny_teacher(SHAPE, 10, seed=0), base, NAME, 5)
+  other = helpers.tiny_teacher(SHAPE, 10, seed=1)
   with pytest.raises(UserInputError, match="already exists.*--overwrite"):
-    serving.export_for_serving(other, base, NAME, 5)
-  assert serving.export_for_serving(other, base, NAME, 5, overwrite=True) == first
+    export.export_for_serving(other, base, NAME, 5)
+  assert export.export_for_serving(other, base, NAME, 5, overwrite=True) == first
   _, x = _pixels()
-  np.testing.assert_allclose(serving.load_serving(first)(x).numpy(), other(x, training=False).numpy(), atol=1e-5)
+  np.testing.assert_allclose(load.load_serving(first)(x).numpy(), other(x, training=False).numpy(), atol=1e-5)
   assert os.listdir(os.path.dirname(first)) == ["5"]  # Neither the temp nor the old version is left.
 
 
 @pytest.mark.parametrize("swap", [True, False], ids=["renameat2_exchange", "rename_aside"])
 def test_replace_dir_swaps_whole_folders(tmp_path, monkeypatch, swap):
   if not swap:
-    monkeypatch.setattr(serving, "_exchange", lambda a, b: False)
+    monkeypatch.setattr(export, "_exchange", lambda a, b: False)
   (tmp_path / "new").mkdir()
   (tmp_path / "new" / "f").write_text("new")
   (tmp_path / "1").mkdir()
   (tmp_path / "1" / "f").write_text("old")
-  serving._replace_dir(str(tmp_path / "new"), str(tmp_path / "1"), str(tmp_path))
+  export._replace_dir(str(tmp_path / "new"), str(tmp_path / "1"), str(tmp_path))
   assert (tmp_path / "1" / "f").read_text() == "new" and os.listdir(tmp_path) == ["1"]
 
 
@@ -320,19 +313,19 @@ def test_failed_export_leaves_no_version_and_no_temp_folder(model, tmp_path, mon
   def killed(_):
     raise KeyboardInterrupt  # As if the process were stopped after writing, before the rename.
 
-  monkeypatch.setattr(serving, "_fsync_tree", killed)
+  monkeypatch.setattr(export, "_fsync_tree", killed)
   with pytest.raises(KeyboardInterrupt):
-    serving.export_for_serving(model, str(tmp_path), NAME, 2)
+    export.export_for_serving(model, str(tmp_path), NAME, 2)
   assert os.listdir(tmp_path / NAME) == []
 
 
 def test_bad_name_and_version_are_refused(model, tmp_path):
   for name in ("", "../up", ".hidden", "a/b"):
     with pytest.raises(UserInputError, match="--model_name"):
-      serving.export_for_serving(model, str(tmp_path), name, 1)
+      export.export_for_serving(model, str(tmp_path), name, 1)
   for version in (-1, "1", 1.0, True):
     with pytest.raises(UserInputError, match="--version"):
-      serving.export_for_serving(model, str(tmp_path), NAME, version)
+      export.export_for_serving(model, str(tmp_path), NAME, version)
   assert os.listdir(tmp_path) == []
 
 
@@ -356,25 +349,6 @@ def test_cli_exports_and_rejects_bad_model_paths(keras_path, tmp_path):
     assert "--model" in line and path in line
 
 
-def test_serving_model_checks_inputs(exported):
-  sm = serving.load_serving(os.path.dirname(exported))  # The model folder: the highest version is used.
-  assert sm.path == exported and sm.image_shape == SHAPE and sm.num_classes == 10
-  u8, x = _pixels(2)
-  assert sm(x.astype(np.float64)).shape == (2, 10)  # Other float dtypes are cast.
-  with pytest.raises(UserInputError, match="dtype uint8 .*255"):
-    sm(u8)
-  with pytest.raises(UserInputError, match=r"shape \[batch, 8, 8, 3\].*\[8, 8, 3\]"):
-    sm(x[0])
-  with pytest.raises(UserInputError, match="shape"):
-    sm(np.zeros((2, 8, 8, 1), np.float32))
-  with pytest.raises(UserInputError, match=r"\[0, 1\]"):
-    sm(x * 255)
-  with pytest.raises(UserInputError, match="inference mode"):
-    sm(x, training=True)
-  with pytest.raises(UserInputError, match="neither saved_model.pb"):
-    serving.load_serving(os.path.dirname(os.path.dirname(exported)))
-
-
 def test_raw_signature_rejects_wrong_dtype_shape_and_range_with_tf_errors(loaded):
   sig = loaded.signatures["serving_default"]
   _, x = _pixels(2)
@@ -388,26 +362,3 @@ def test_raw_signature_rejects_wrong_dtype_shape_and_range_with_tf_errors(loaded
     sig(images=tf.constant(x * 255))
   with pytest.raises(tf.errors.InvalidArgumentError, match="Unknown image file format"):
     loaded.signatures["serving_bytes"](image_bytes=tf.constant([b"not an image"]))
-
-
-def test_gradients_flow_through_the_exported_signature(model, exported):
-  sm = serving.load_serving(exported)
-  _, x = _pixels(4)
-  x = tf.constant(x)
-
-  def grad(fn, t):
-    with tf.GradientTape() as tape:
-      tape.watch(t)
-      loss = tf.reduce_sum(fn(t)[:, 3])
-    return tape.gradient(loss, t)
-
-  expected = grad(lambda t: model(t, training=False), x).numpy()
-  np.testing.assert_allclose(grad(sm, x).numpy(), expected, atol=1e-5)
-  np.testing.assert_allclose(tf.function(lambda t: grad(sm, t))(x).numpy(), expected, atol=1e-5)
-  # The attacks run on the export (cleverhans traces model_fn inside its own tf.function).
-  config = attacks.AttackConfig("fgsm", eps=4 / 255)
-  y = tf.constant([0, 1, 2, 3])
-  adv_export = attacks.generate(sm, x, y, config).numpy()
-  adv_keras = attacks.generate(lambda t: model(t, training=False), x, y, config).numpy()
-  assert np.abs(adv_export - x.numpy()).max() <= 4 / 255 + 1e-6
-  assert (np.abs(adv_export - adv_keras) < 1e-6).mean() > 0.99  # Same gradient signs up to float noise.
