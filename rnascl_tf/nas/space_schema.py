@@ -103,6 +103,7 @@ class SearchSpace:
 
   Example:
   >>> space = SearchSpace("toy", stages=(Stage(1, 1, 8, (8, 4)),), stem_width=8)
+  >>> from rnascl_tf.nas.search_space import space_from_dict, space_to_dict
   >>> space_from_dict(space_to_dict(space)) == space
   True
   """
