@@ -25,7 +25,7 @@ def bn_layer(name: str, synchronized: bool = False) -> keras.layers.BatchNormali
                                          name=name)
 
 
-class BasicBlock(keras.layers.Layer):
+class _BasicBlock(keras.layers.Layer):
   """Post-activation basic block: conv3x3-BN-ReLU, conv3x3-BN, + shortcut, ReLU.
 
   `call` returns a dict of its taps: "conv1" (after BN-ReLU), "conv2" (after BN, before the add) and
@@ -53,7 +53,7 @@ class BasicBlock(keras.layers.Layer):
     return {"conv1": c1, "conv2": c2, "out": ops.relu(c2 + shortcut)}
 
 
-class Bottleneck(keras.layers.Layer):
+class _Bottleneck(keras.layers.Layer):
   """Post-activation bottleneck (ResNet v1.5, stride on the 3x3): 1x1, 3x3, 1x1 (x4), + shortcut, ReLU.
 
   Taps: "conv1", "conv2" (after BN-ReLU), "conv3" (after BN, before the add), "out" (after ReLU).
@@ -84,7 +84,7 @@ class Bottleneck(keras.layers.Layer):
     return {"conv1": c1, "conv2": c2, "conv3": c3, "out": ops.relu(c3 + shortcut)}
 
 
-class PreActBlock(keras.layers.Layer):
+class _PreActBlock(keras.layers.Layer):
   """Pre-activation basic block (He et al. 2016; WRN): BN-ReLU, conv3x3, BN-ReLU, conv3x3, + shortcut.
 
   A projection shortcut reads the pre-activated input (as in the WRN and PreActResNet reference
@@ -109,3 +109,11 @@ class PreActBlock(keras.layers.Layer):
     c1 = ops.relu(self.bn2(self.conv1(pre), training=training))
     c2 = self.conv2(c1)
     return {"conv1": c1, "conv2": c2, "out": c2 + shortcut}
+
+
+# Keras names the weights of layers kept in a list after their class ("_basic_block_1/..."), so these
+# class names are part of every saved teacher.keras: they keep their original spelling, and the
+# teachers use them through these public names.
+BasicBlock = _BasicBlock
+Bottleneck = _Bottleneck
+PreActBlock = _PreActBlock
