@@ -42,12 +42,34 @@ def _args(run_dir, ff):
 
 
 @pytest.mark.slow
-def test_pipeline_end_to_end_and_report(tmp_path):
+def test_pipeline_killed_in_search_resumes_to_the_report(tmp_path):
+  # One tiny pipeline: killed during the search, rerun to the end (teacher not redone, the search
+  # resumed from its checkpoint), then the report's content, then a rerun that skips every stage.
   ff = _flagfiles(tmp_path)
   run_dir = tmp_path / "run"
+  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+  first_log = tmp_path / "first_run.txt"
+  with open(first_log, "w") as out:
+    proc = subprocess.Popen([sys.executable, "-m", "rnascl_tf.pipeline", *_args(run_dir, ff)], cwd=helpers.REPO,
+                            env=env, stdout=out, stderr=subprocess.DEVNULL, start_new_session=True)
+    search_state = run_dir / "search" / "run_state.json"
+    try:
+      deadline = time.time() + 400
+      while time.time() < deadline and proc.poll() is None and not search_state.exists():
+        time.sleep(0.1)
+      assert search_state.exists(), "the pipeline never reached the search stage"
+    finally:
+      os.killpg(proc.pid, signal.SIGKILL)  # The pipeline and its stage subprocess.
+      proc.wait(timeout=60)
+  assert re.search(r"\[1/6\] teacher\s+running", first_log.read_text())
+  assert not (run_dir / "search" / "genotype.json").exists()
+  teacher_mtime = os.path.getmtime(run_dir / "teacher" / "teacher.keras")
   proc = helpers.run_cli("rnascl_tf.pipeline", *_args(run_dir, ff), timeout=900)
-  for i, stage in enumerate(["teacher", "search", "train", "export", "eval_teacher", "eval_student"]):
-    assert re.search(rf"\[{i + 1}/6\] {stage}\s+running", proc.stdout), stage
+  assert re.search(r"\[1/6\] teacher\s+skipped", proc.stdout)
+  for i, stage in enumerate(["search", "train", "export", "eval_teacher", "eval_student"]):
+    assert re.search(rf"\[{i + 2}/6\] {stage}\s+running", proc.stdout), stage
+  assert os.path.getmtime(run_dir / "teacher" / "teacher.keras") == teacher_mtime
+  assert "Resuming the search" in (run_dir / "logs" / "search.log").read_text()
   assert "report:" in proc.stdout and "exported model:" in proc.stdout
   for path in ["teacher/teacher.keras", "search/genotype.json", "train/student.keras",
                "export/tiny/1/saved_model.pb", "eval_teacher/eval.json", "eval_student/eval.json"]:
@@ -62,35 +84,8 @@ def test_pipeline_end_to_end_and_report(tmp_path):
   assert len(images) >= 5 and all((run_dir / p).exists() for p in images)
   html = (run_dir / "report.html").read_text()
   assert html.count("data:image/png;base64,") == len(images) and "src='report_files" not in html
-  # A rerun skips every stage.
   again = helpers.run_cli("rnascl_tf.pipeline", *_args(run_dir, ff), timeout=300)
   assert again.stdout.count("skipped") == 6
-
-
-@pytest.mark.slow
-def test_killed_in_search_resumes_without_redoing_the_teacher(tmp_path):
-  ff = _flagfiles(tmp_path)
-  run_dir = tmp_path / "run"
-  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-  proc = subprocess.Popen([sys.executable, "-m", "rnascl_tf.pipeline", *_args(run_dir, ff)], cwd=helpers.REPO,
-                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-  search_state = run_dir / "search" / "run_state.json"
-  try:
-    deadline = time.time() + 400
-    while time.time() < deadline and proc.poll() is None and not search_state.exists():
-      time.sleep(0.1)
-    assert search_state.exists(), "the pipeline never reached the search stage"
-  finally:
-    os.killpg(proc.pid, signal.SIGKILL)  # The pipeline and its stage subprocess.
-    proc.wait(timeout=60)
-  assert not (run_dir / "search" / "genotype.json").exists()
-  teacher_mtime = os.path.getmtime(run_dir / "teacher" / "teacher.keras")
-  out = helpers.run_cli("rnascl_tf.pipeline", *_args(run_dir, ff), timeout=900)
-  assert re.search(r"\[1/6\] teacher\s+skipped", out.stdout)
-  assert re.search(r"\[2/6\] search\s+running", out.stdout)
-  assert os.path.getmtime(run_dir / "teacher" / "teacher.keras") == teacher_mtime
-  assert "Resuming the search" in (run_dir / "logs" / "search.log").read_text()
-  assert (run_dir / "report.html").exists()
 
 
 def test_pipeline_bad_flagfile_is_named(tmp_path):
