@@ -8,6 +8,7 @@ code never sees flags.
 """
 
 import fractions
+import re
 import sys
 import warnings
 from typing import Callable, Optional
@@ -18,6 +19,7 @@ from absl import logging
 
 from rnascl_tf import configs
 from rnascl_tf.errors import TrainingDiverged, UserInputError
+from rnascl_tf.runtime import tf_console
 
 FlagValues = flags.FlagValues
 
@@ -39,8 +41,21 @@ def parse_pixels(value: str, flag: str) -> float:
 
 
 def define_verbose(fv: FlagValues) -> None:
-  flags.DEFINE_integer("verbose", 1, "Progress output: 1 = progress bar (evaluation: one line per attack and "
-                       "batch), 2 = one line per epoch, 0 = silent.", flag_values=fv)
+  flags.DEFINE_string("verbose", "auto", "Progress output: auto = a progress bar on a terminal and one line per "
+                      "epoch when the output is a pipe or a log file; 1 = progress bar; 2 = one line per epoch; "
+                      "0 = silent (evaluation: one line per attack and batch unless 0).", flag_values=fv)
+
+
+def verbosity(f: FlagValues):
+  """--verbose as "auto" or 0, 1, 2.
+
+  Raises:
+    UserInputError: any other value.
+  """
+  value = str(f.verbose).strip().lower()
+  if value in ("auto", "0", "1", "2"):
+    return value if value == "auto" else int(value)
+  raise UserInputError(f"--verbose must be auto, 0, 1 or 2, got {f.verbose!r}")
 
 
 def define_seed(fv: FlagValues, help_text: str = "Run seed: split membership, data order, augmentation, "
@@ -67,6 +82,10 @@ def define_run_flags(fv: FlagValues, default_epochs: int) -> None:
                     "--learning_rate is for the global --batch_size.", flag_values=fv)
   flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step (explicit on purpose: Keras' 'auto' picks "
                     "XLA on GPU only, so CPU tests and GPU runs would differ).", flag_values=fv)
+  flags.DEFINE_enum("mixed_precision", "off", list(configs.MIXED_PRECISION), "Compute precision of the trained "
+                    "networks (and a loaded teacher): off = float32; bf16 / fp16 = Keras mixed policies (float32 "
+                    "weights, logits, losses and architecture parameters; fp16 with dynamic loss scaling). Meant "
+                    "for GPUs (BUILD.md, mixed precision).", flag_values=fv)
   define_verbose(fv)
 
 
@@ -231,8 +250,9 @@ def define_eval_flags(fv: FlagValues) -> None:
 
 def run_config(f: FlagValues) -> configs.RunConfig:
   return configs.RunConfig(model_dir=f.model_dir, epochs=f.epochs, steps_per_epoch=f.steps_per_epoch, seed=f.seed,
-                           strategy=f.strategy, num_gpus=f.num_gpus, jit_compile=f.jit_compile, verbose=f.verbose,
-                           sync_bn=f.sync_bn, scale_lr_with_replicas=f.scale_lr_with_replicas)
+                           strategy=f.strategy, num_gpus=f.num_gpus, jit_compile=f.jit_compile, verbose=verbosity(f),
+                           sync_bn=f.sync_bn, scale_lr_with_replicas=f.scale_lr_with_replicas,
+                           mixed_precision=f.mixed_precision)
 
 
 def data_config(f: FlagValues) -> configs.DataConfig:
@@ -317,12 +337,41 @@ def own_flag_values(f: FlagValues, define_flags: Callable[[FlagValues], None]) -
 # Running an entry point.
 
 
+def check_no_trailing_comment(arg: str, where: str = "") -> None:
+  """Refuses `--name=value  # note`: absl has no comments after a value.
+
+  A string flag would keep the comment as part of its value (a folder named "x  # note"), a number
+  would fail with a parse error that does not say why.
+
+  Args:
+    arg: one command-line argument or flagfile line.
+    where: prefix of the message naming the file and line it came from (e.g. "a.flags line 3: ").
+
+  >>> check_no_trailing_comment("--model_dir=runs/a")
+  >>> check_no_trailing_comment("--epochs=3  # more later")
+  Traceback (most recent call last):
+  ...
+  rnascl_tf.errors.UserInputError: --epochs: '--epochs=3  # more later' has a comment after the value; absl \
+does not support that (the comment would become part of the value): put comments on their own line
+  """
+  if arg.startswith("-") and re.search(r"\s#", arg):
+    name = re.split(r"[=\s]", arg.lstrip("-"), maxsplit=1)[0]
+    raise UserInputError(f"{where}--{name}: {arg!r} has a comment after the value; absl does not support that "
+                         "(the comment would become part of the value): put comments on their own line")
+
+
 def _parse_flags(argv: list) -> list:
   """absl's parse, but a bad flag exits with status 2 and one line, like any other bad input."""
   try:
-    return flags.FLAGS(argv)
+    args = flags.FLAGS.read_flags_from_files(argv[1:], force_gnu=False)  # --flagfile expanded.
+    for arg in args[:args.index("--") if "--" in args else len(args)]:
+      check_no_trailing_comment(arg)
+    return flags.FLAGS([argv[0], *args])
   except flags.Error as e:
     print(f"error: {e}\nPass --help to see the flags.", file=sys.stderr)
+    sys.exit(EXIT_BAD_INPUT)
+  except UserInputError as e:
+    print(f"error: {e}", file=sys.stderr)
     sys.exit(EXIT_BAD_INPUT)
 
 
@@ -336,6 +385,7 @@ def run_entry_point(define_flags: Callable[[FlagValues], None], main: Callable[[
   # Our tf.data pipelines shuffle themselves (seeded); Keras warns on every fit that its own shuffle
   # flag is ignored, which only confuses users. Set here, for programs, never on import.
   warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
+  tf_console.install()  # Before anything imports TensorFlow: its start-up lines are not ours to show.
   define_flags(flags.FLAGS)
   # --help lists the main module's key flags; ours are defined in this module, so name them.
   probe = flags.FlagValues()
@@ -347,9 +397,10 @@ def run_entry_point(define_flags: Callable[[FlagValues], None], main: Callable[[
     try:
       if len(args) > 1:
         raise UserInputError(f"unexpected positional arguments: {args[1:]} (flags are --name=value)")
+      if not flags.FLAGS["verbosity"].present:  # TensorFlow's INFO lines (e.g. at export) are not for users.
+        logging.set_verbosity(logging.WARNING)
       return main(args, flags.FLAGS) or 0
     except UserInputError as e:
-      logging.error("%s", e)
       print(f"error: {e}", file=sys.stderr)
       return EXIT_BAD_INPUT
     except TrainingDiverged as e:

@@ -16,6 +16,8 @@ from absl import flags
 
 from rnascl_tf import cli
 from rnascl_tf.errors import UserInputError
+from rnascl_tf.evaluation import eval_reports
+from rnascl_tf.runtime import artefacts
 
 
 def define_flags(fv: flags.FlagValues) -> None:
@@ -24,9 +26,9 @@ def define_flags(fv: flags.FlagValues) -> None:
   cli.define_eval_flags(fv)
 
 
-def _progress_printer(verbose: int):
-  """One console line per attack and batch (--verbose >= 1): CPU evaluations run for many minutes."""
-  if verbose < 1:
+def _progress_printer(verbose):
+  """One console line per attack and batch (unless --verbose=0): CPU evaluations run for many minutes."""
+  if verbose == 0:
     return None
   return lambda line: print(line, flush=True)
 
@@ -36,10 +38,12 @@ def main(argv, fv: flags.FlagValues = flags.FLAGS) -> int:
     raise UserInputError("--model is required: a .keras file or an exported SavedModel folder")
   eval_cfg = cli.eval_config(fv)
   data_cfg = cli.data_config(fv)
-  from rnascl_tf.evaluation import engine, eval_reports, sanity  # Heavy imports after flag validation.
+  # Checked now: an evaluation can take hours, and its results would be lost at the end.
+  artefacts.check_writable_dir(fv.output_dir or eval_reports.default_output_dir(fv.model), "--output_dir")
+  from rnascl_tf.evaluation import engine, sanity  # Heavy imports after flag validation.
   try:
     result = engine.evaluate_path(fv.model, data_cfg, eval_cfg, output_dir=fv.output_dir,
-                                  progress=_progress_printer(fv.verbose))
+                                  progress=_progress_printer(cli.verbosity(fv)))
   except sanity.SanityCheckError as e:
     print(f"error: {e}", file=sys.stderr)
     return sanity.SANITY_EXIT_CODE

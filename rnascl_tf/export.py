@@ -17,6 +17,7 @@ from absl import flags
 
 from rnascl_tf import cli
 from rnascl_tf.errors import UserInputError
+from rnascl_tf.runtime import artefacts
 
 
 
@@ -39,12 +40,12 @@ def main(argv, fv: flags.FlagValues = flags.FLAGS) -> int:
                      ("model_name", "the served model's name"), ("version", "a non-negative integer")):
     if fv[name].value is None or fv[name].value == "":
       raise UserInputError(f"--{name} is required: {what}")
-  from rnascl_tf.runtime import artefacts as io_utils  # Heavy imports after flag validation: errors come fast.
-  from rnascl_tf import serving
+  artefacts.check_writable_dir(fv.export_base, "--export_base")
+  from rnascl_tf import serving  # Heavy imports after flag validation: errors come fast.
   from rnascl_tf.serving.export import export_for_serving
   from rnascl_tf.serving.load import read_export_manifest
 
-  model = io_utils.load_keras_model(fv.model, "model (--model)")
+  model = artefacts.load_keras_model(fv.model, "model (--model)")
   path = export_for_serving(model, fv.export_base, fv.model_name, fv.version, overwrite=fv.overwrite,
                             source=fv.model)
   manifest = read_export_manifest(path)

@@ -18,7 +18,9 @@ from typing import List, Optional
 from absl import flags
 
 from rnascl_tf import cli
+from rnascl_tf.configs import DEFAULT_ATTACKS
 from rnascl_tf.runtime import artefacts as io_utils
+from rnascl_tf.runtime import stage_costs, tf_console
 from rnascl_tf.errors import UserInputError
 
 STATE_SCHEMA = "rnascl_tf/pipeline_state"
@@ -45,15 +47,31 @@ class Stage:
     self.name, self.module, self.args, self.artefacts = name, module, args, artefacts
     self.epochs, self.flagfile, self.model_dir, self.after = epochs, flagfile, model_dir, after
 
-  def fingerprint(self, upstream: str) -> str:
-    # Only the flag lines count: editing a flagfile's header comment does not redo a finished stage.
+  def fingerprint(self, upstream: str, run_dir: Optional[str] = None) -> str:
+    """The hash of the module, the args, the flagfile's flag lines and the `upstream` fingerprints.
+
+    Only the flag lines count: editing a flagfile's header comment does not redo a finished stage.
+    With `run_dir`, a path under it counts as `<run_dir>/...`, so the same folder spelled relatively
+    or absolutely, moved or copied, has the same fingerprints (None: the raw args, as pipeline
+    states of earlier versions recorded them).
+    """
     lines = open(self.flagfile).read().splitlines() if self.flagfile else []
     text = "\n".join(l.strip() for l in lines if l.strip() and not l.strip().startswith("#"))
-    blob = json.dumps({"module": self.module, "args": self.args, "flagfile": text, "upstream": upstream})
+    args = self.args if run_dir is None else [_run_dir_placeholder(a, run_dir) for a in self.args]
+    blob = json.dumps({"module": self.module, "args": args, "flagfile": text, "upstream": upstream})
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
   def artefacts_present(self) -> bool:
     return all(os.path.exists(p) for p in self.artefacts)
+
+
+def _run_dir_placeholder(arg: str, run_dir: str) -> str:
+  """`--x=<run_dir>/teacher` for `--x=` + a path under `run_dir` as the stages spell it."""
+  name, sep, value = arg.partition("=")
+  prefix = os.path.join(run_dir, "")
+  if sep and value.startswith(prefix):
+    return f"{name}=<run_dir>/{value[len(prefix):]}"
+  return arg
 
 
 def flagfile_value(path: str, name: str) -> Optional[str]:
@@ -66,9 +84,22 @@ def flagfile_value(path: str, name: str) -> Optional[str]:
   return value
 
 
+def _flagfile_epochs(path: str, flag: str, default: int) -> int:
+  """The stage's --epochs (for the time estimate), refused now if the stage would refuse it later."""
+  value = flagfile_value(path, "epochs")
+  try:
+    return default if value is None else int(value)
+  except ValueError:
+    raise UserInputError(f"--{flag} {path!r}: --epochs must be an integer, got {value!r}") from None
+
+
 def _check_flagfile(path: str, flag: str) -> str:
+  """The flagfile of --`flag`, checked now: a stage would only fail on it after the stages before it ran."""
   if not os.path.isfile(path):
     raise UserInputError(f"--{flag}: no such flagfile {path!r} (paths are relative to the repository root)")
+  with open(path, encoding="utf-8", errors="replace") as f:
+    for number, line in enumerate(f, 1):
+      cli.check_no_trailing_comment(line.strip(), where=f"--{flag} {path!r} line {number}: ")
   return path
 
 
@@ -81,20 +112,20 @@ def build_stages(run_dir: str, f) -> List[Stage]:
     ff = _check_flagfile(f.teacher_flagfile, "teacher_flagfile")
     stages.append(Stage("teacher", "rnascl_tf.train_teacher", [f"--flagfile={ff}", f"--model_dir={d('teacher')}"],
                         [d("teacher", "teacher.keras"), d("teacher", "teacher_manifest.json")],
-                        int(flagfile_value(ff, "epochs") or 30), ff, d("teacher")))
+                        _flagfile_epochs(ff, "teacher_flagfile", 30), ff, d("teacher")))
     teacher_path = d("teacher", "teacher.keras")
   elif not os.path.isfile(teacher_path):
     raise UserInputError(f"--teacher_path: no such file {teacher_path!r}")
   ff = _check_flagfile(f.search_flagfile, "search_flagfile")
   stages.append(Stage("search", "rnascl_tf.search", [f"--flagfile={ff}", f"--model_dir={d('search')}",
                                                       f"--teacher_path={teacher_path}"],
-                      [d("search", "genotype.json")], int(flagfile_value(ff, "epochs") or 10), ff, d("search")))
+                      [d("search", "genotype.json")], _flagfile_epochs(ff, "search_flagfile", 10), ff, d("search")))
   ff = _check_flagfile(f.train_flagfile, "train_flagfile")
   stages.append(Stage("train", "rnascl_tf.train", [f"--flagfile={ff}", f"--model_dir={d('train')}",
                                                    f"--genotype={d('search', 'genotype.json')}",
                                                    f"--teacher_path={teacher_path}"],
                       [d("train", "student.keras"), d("train", "train_summary.json")],
-                      int(flagfile_value(ff, "epochs") or 30), ff, d("train")))
+                      _flagfile_epochs(ff, "train_flagfile", 30), ff, d("train")))
   export_dir = d("export", f.model_name, str(f.version))
   stages.append(Stage("export", "rnascl_tf.export", [f"--model={d('train', 'student.keras')}",
                                                      f"--export_base={d('export')}", f"--model_name={f.model_name}",
@@ -110,23 +141,20 @@ def build_stages(run_dir: str, f) -> List[Stage]:
   return stages
 
 
-def _seconds_per_epoch(model_dir: Optional[str]) -> Optional[float]:
-  path = os.path.join(model_dir or "", "run_state.json")
-  if not model_dir or not os.path.exists(path):
-    return None
-  hist = json.load(open(path)).get("history", [])
-  secs = [h["seconds"] for h in hist[1:] or hist if "seconds" in h]  # epoch 1 includes tracing
-  return sum(secs) / len(secs) if secs else None
+def _attack_count(flagfile: str) -> int:
+  """How many attacks an evaluation with this flagfile runs (main, sweep and ART ones), for the estimate."""
+  from rnascl_tf import evaluate
+  from rnascl_tf.evaluation import plan
 
-
-def _estimate_remaining(stages: List[Stage], done: int, observed: List[float]) -> str:
-  """A rough time estimate of the stages after `done`, from the seconds per epoch seen so far."""
-  per_epoch = sum(observed) / len(observed) if observed else None
-  if per_epoch is None:
-    return "unknown until the first training stage has run"
-  seconds = sum(s.epochs * per_epoch + 20 for s in stages[done:] if s.epochs) + 60 * sum(
-      1 for s in stages[done:] if not s.epochs)
-  return f"~{seconds / 60:.0f} min (rough estimate)"
+  fv = flags.FlagValues()
+  evaluate.define_flags(fv)
+  try:
+    fv(["pipeline", f"--flagfile={flagfile}"])
+    cfg = cli.eval_config(fv)
+  except (flags.Error, UserInputError):  # The stage itself will say what is wrong.
+    return len(DEFAULT_ATTACKS)
+  art = plan.art_plan(cfg, num_classes=10)  # The number of ART attacks does not depend on the classes.
+  return len({c.label() for c in cfg.attack_configs() + cfg.sweep_configs()}) + (len(art.attacks) if art else 0)
 
 
 def stage_named(stages: List[Stage], name: str) -> Stage:
@@ -137,15 +165,18 @@ def stage_named(stages: List[Stage], name: str) -> Stage:
   raise KeyError(f"no pipeline stage named {name!r}; stages: {[s.name for s in stages]}")
 
 
-def stage_fingerprints(stages: List[Stage]) -> dict:
-  """{stage name: fingerprint}: its module, args and flagfile, chained with those of its `after` stages."""
+def stage_fingerprints(stages: List[Stage], run_dir: Optional[str] = None) -> dict:
+  """{stage name: fingerprint}: its module, args and flagfile, chained with those of its `after` stages.
+
+  `run_dir` makes them independent of how the run folder is spelled (`Stage.fingerprint`).
+  """
   fingerprints = {}
   for i, stage in enumerate(stages):
     deps = stage.after if stage.after is not None else [s.name for s in stages[i - 1:i]]
     unknown = [d for d in deps if d not in fingerprints]
     if unknown:
       raise ValueError(f"stage {stage.name}: `after` names {unknown}, which are not earlier stages")
-    fingerprints[stage.name] = stage.fingerprint("+".join(fingerprints[d] for d in deps))
+    fingerprints[stage.name] = stage.fingerprint("+".join(fingerprints[d] for d in deps), run_dir)
   return fingerprints
 
 
@@ -165,15 +196,21 @@ def run_stages(run_dir: str, stages: List[Stage]) -> tuple:
       "schema": STATE_SCHEMA, "stages": {}}
   if state.get("schema") != STATE_SCHEMA:
     raise UserInputError(f"--run_dir {run_dir!r} holds a foreign pipeline_state.json; use a new --run_dir")
-  t0, fingerprints, observed, status = time.time(), stage_fingerprints(stages), [], 0
+  t0, fingerprints, status = time.time(), stage_fingerprints(stages, run_dir), 0
+  attacks = {s.name: _attack_count(s.flagfile) for s in stages if s.module == "rnascl_tf.evaluate" and s.flagfile}
+  legacy = stage_fingerprints(stages)  # What pipeline states of earlier versions recorded.
   for i, stage in enumerate(stages):
     fp = fingerprints[stage.name]
     prev = state["stages"].get(stage.name)
     label = f"[{i + 1}/{len(stages)}] {stage.name:<12}"
-    if prev and prev.get("fingerprint") == fp and stage.artefacts_present():
+    same = bool(prev) and prev.get("fingerprint") in (fp, legacy[stage.name])
+    if same and stage.artefacts_present():
+      if prev["fingerprint"] != fp:  # Recorded the new way, so the folder may now be moved.
+        state["stages"][stage.name] = {**prev, "fingerprint": fp}
+        io_utils.atomic_write_json(state_path, state)
       print(f"{label} skipped: its artefacts are valid for the same flags ({stage.artefacts[0]})", flush=True)
       continue
-    if prev and prev.get("fingerprint") != fp and stage.artefacts_present():
+    if prev and not same and stage.artefacts_present():
       raise UserInputError(f"stage {stage.name}: {stage.artefacts[0]} was made with other flags; use a new "
                            f"--run_dir (or delete {os.path.dirname(stage.artefacts[0])!r} to redo it)")
     log = os.path.join(run_dir, "logs", f"{stage.name}.log")
@@ -181,23 +218,23 @@ def run_stages(run_dir: str, stages: List[Stage]) -> tuple:
     t_stage = time.time()
     with open(log, "a") as out:
       rc = subprocess.call([sys.executable, "-m", stage.module, *stage.args], stdout=out,
-                           stderr=subprocess.STDOUT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+                           stderr=subprocess.STDOUT,
+                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", tf_console.KEEP_ENV: "all"})
     if rc == 4 and stage.module == "rnascl_tf.evaluate":
       print(f"{label} SANITY CHECK FAILED (see {log}); continuing", flush=True)
       status = 4
     elif rc != 0 or not stage.artefacts_present():
-      tail = open(log).read().splitlines()[-15:]
+      tail = [l for l in open(log).read().splitlines() if not tf_console.is_startup_noise(l)][-15:]
       print("\n".join(tail), file=sys.stderr)
       raise UserInputError(f"stage {stage.name} failed (exit {rc}); full log: {log}. Fix the cause and rerun the "
                            "same command: finished stages are skipped")
     state["stages"][stage.name] = {"fingerprint": fp, "seconds": round(time.time() - t_stage, 1),
                                    "command": f"python -m {stage.module} {' '.join(stage.args)}"}
     io_utils.atomic_write_json(state_path, state)
-    spe = _seconds_per_epoch(stage.model_dir)
-    if spe:
-      observed.append(spe)
+    walls = {name: entry["seconds"] for name, entry in state["stages"].items() if "seconds" in entry}
+    remaining = stage_costs.remaining_seconds(stages, i + 1, walls, attacks)
     print(f"{label} done in {time.time() - t_stage:.0f} s; elapsed {(time.time() - t0) / 60:.1f} min, "
-          f"remaining {_estimate_remaining(stages, i + 1, observed)}", flush=True)
+          f"remaining {stage_costs.describe(remaining)}", flush=True)
   return state, status
 
 
@@ -208,6 +245,7 @@ def run_pipeline(run_dir: str, stages: List[Stage]) -> int:
   from rnascl_tf.evaluation import report  # Imports TF/matplotlib: only once the stages are done.
   paths = report.write_report(run_dir, {s.name: state["stages"].get(s.name, {}).get("command") for s in stages})
   export = stage_named(stages, "export")
+  print(f"\nteacher vs student (test split; worst case: correct under every attack):\n{paths['headline']}\n")
   print(f"report: {paths['markdown']}\n        {paths['html']}\nexported model: "
         f"{os.path.dirname(export.artefacts[0])}\ntotal time: {(time.time() - t0) / 60:.1f} min")
   return status
@@ -234,6 +272,7 @@ def define_flags(fv: flags.FlagValues) -> None:
 def main(argv, fv: flags.FlagValues = flags.FLAGS) -> int:
   if not fv.run_dir:
     raise UserInputError("--run_dir is required (the pipeline's run folder; rerun with it to resume)")
+  io_utils.check_writable_dir(fv.run_dir, "--run_dir")
   return run_pipeline(fv.run_dir, build_stages(fv.run_dir, fv))
 
 

@@ -8,6 +8,8 @@ Searches block widths and, for every student layer, its teacher layer (tutor). W
 from absl import flags
 
 from rnascl_tf import cli
+from rnascl_tf.nas import search_space
+from rnascl_tf.runtime import artefacts
 
 
 def define_flags(fv: flags.FlagValues) -> None:
@@ -22,6 +24,8 @@ def define_flags(fv: flags.FlagValues) -> None:
 def main(argv, fv: flags.FlagValues = flags.FLAGS) -> int:
   run, data_cfg, optim_cfg = cli.run_config(fv), cli.data_config(fv), cli.optim_config(fv)
   search_cfg, teacher = cli.search_config(fv), cli.teacher_config(fv)
+  search_space.resolve_space(search_cfg.space)  # A bad --search_space file is named before TF is imported.
+  artefacts.check_writable_dir(run.model_dir, "--model_dir")
   from rnascl_tf.stages import search  # Heavy imports after flag validation: errors come fast.
   out = search.run_search(run, data_cfg, optim_cfg, search_cfg, teacher,
                           flag_record=cli.own_flag_values(fv, define_flags))

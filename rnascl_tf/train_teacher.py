@@ -10,6 +10,7 @@ from absl import flags
 
 from rnascl_tf import cli
 from rnascl_tf.configs import TeacherArchConfig
+from rnascl_tf.runtime import artefacts
 
 
 def define_flags(fv: flags.FlagValues) -> None:
@@ -25,6 +26,7 @@ def main(argv, fv: flags.FlagValues = flags.FLAGS) -> int:
   run, data_cfg, robust, optim_cfg = cli.run_config(fv), cli.data_config(fv), cli.robust_config(fv), cli.optim_config(fv)
   teacher = TeacherArchConfig(arch=fv.teacher_arch, width=fv.teacher_width, depth=fv.teacher_depth,
                               layers=fv.teacher_layers)
+  artefacts.check_writable_dir(run.model_dir, "--model_dir")
   from rnascl_tf.stages import train_teacher  # Heavy imports after flag validation: errors come fast.
   summary = train_teacher.train_teacher(run, data_cfg, robust, optim_cfg, teacher,
                                         flag_record=cli.own_flag_values(fv, define_flags))

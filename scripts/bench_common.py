@@ -241,7 +241,7 @@ def target(value: float, limit: float, comparison: str = "<=", what: str = "") -
 
 
 def write_result(args, name: str, settings: dict, results: dict, targets: Dict[str, dict], method: str,
-                 started: float, device: Optional[dict] = None) -> dict:
+                 started: float, device: Optional[dict] = None, script: Optional[str] = None) -> dict:
   """Writes the benchmark's JSON to `args.out` atomically and returns the payload.
 
   Args:
@@ -253,6 +253,7 @@ def write_result(args, name: str, settings: dict, results: dict, targets: Dict[s
     method: how the numbers were measured, in words.
     started: `time.time()` at the start (wall time of the whole script).
     device: `device_info()` taken at the start (the load average then); taken now if None.
+    script: the script's path for the recorded command (default scripts/bench_<name>.py).
   """
   from rnascl_tf.runtime import artefacts as io_utils
 
@@ -261,7 +262,7 @@ def write_result(args, name: str, settings: dict, results: dict, targets: Dict[s
   payload = {
       "schema": SCHEMA, "version": SCHEMA_VERSION, "benchmark": name,
       "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-      "command": " ".join([f"python scripts/bench_{name}.py"] + list(getattr(args, "argv", []))),
+      "command": " ".join([f"python {script or f'scripts/bench_{name}.py'}"] + list(getattr(args, "argv", []))),
       "tiny": bool(args.tiny),
       "machine_shared": bool(args.machine_shared),
       "note": args.note,
@@ -323,9 +324,12 @@ def build_teacher(arch: str, width: Optional[float] = None, input_shape=CIFAR_SH
 
 
 def build_search_model(space_name: str, taps, input_shape=CIFAR_SHAPE, classes=CIFAR_CLASSES, seed: int = 0,
-                       cfg=None):
+                       cfg=None, synchronized_bn: bool = False, wrap_optimizer: Optional[Callable] = None):
   """A SearchModel as `rnascl_tf.stages.search.run_search` assembles it (default SearchConfig, SGD weights
-  with the default OptimConfig schedule, Adam on the width and tutor logits), optimisers pre-built."""
+  with the default OptimConfig schedule, Adam on the width and tutor logits), optimisers pre-built.
+
+  `synchronized_bn` is the supernet's (--sync_bn); `wrap_optimizer` wraps both optimisers before they
+  are built (e.g. in a `keras.optimizers.LossScaleOptimizer` for float16)."""
   import keras
 
   from rnascl_tf.runtime import optimizers as optim
@@ -338,10 +342,11 @@ def build_search_model(space_name: str, taps, input_shape=CIFAR_SHAPE, classes=C
   keras.utils.set_random_seed(seed)
   space = ss.resolve_space(space_name)
   supernet = Supernet(space, input_shape, classes, CIFAR_MEAN[:input_shape[-1]], CIFAR_STD[:input_shape[-1]],
-                      seed=seed)
-  arch_opt = keras.optimizers.Adam(0.1, weight_decay=1e-4)
+                      seed=seed, synchronized_bn=synchronized_bn)
+  wrap = wrap_optimizer or (lambda opt: opt)
+  arch_opt = wrap(keras.optimizers.Adam(0.1, weight_decay=1e-4))
   model = SearchModel(supernet, taps, cfg or SearchConfig(), arch_opt, seed=seed)
-  w_opt = optim.make_optimizer(OptimConfig(), total_steps=10_000, steps_per_epoch=100)
+  w_opt = wrap(optim.make_optimizer(OptimConfig(), total_steps=10_000, steps_per_epoch=100))
   w_opt.build(model.weight_variables())
   arch_opt.build(model.arch_variables())
   model.compile(optimizer=w_opt)

@@ -104,6 +104,33 @@ def test_bench_attack(tmp_path):
   assert set(data["targets"]) == {"pgd_attack_ratio"}
 
 
+def test_bench_input(tmp_path):
+  data = _run("bench_input", tmp_path)
+  sources = data["results"]["sources"]
+  assert set(sources) == {"image_folder", "tfds"}  # --tiny generates its image folder.
+  for entry in sources.values():
+    for pipeline in ("train_full", "search"):
+      for variant in ("batch", "image"):
+        for threads in (1, 2):
+          timing = entry[f"{pipeline}/{variant}/t{threads}"]
+          _timing(timing)
+          per_element = 16 if pipeline == "search" else 8  # A search element is two batches of 8.
+          assert timing["images_timed"] == 3 * per_element
+          assert timing["images_per_second_per_thread"] == pytest.approx(timing["images_per_second"] / threads)
+          assert timing["images_per_cpu_second"] > 0
+      assert entry[f"batch_vs_image/{pipeline}/t1"]["median_of_round_ratios"] > 0
+      assert entry[f"scaling/{pipeline}/batch/t1_to_t2"] > 0
+  cores = data["results"]["cores_to_feed_gpu_step"]
+  assert cores["assumed_gpu_images_per_second"] == 5000.0
+  assert cores["cores"]["tfds"] == pytest.approx(5000.0 / cores["search_images_per_cpu_second"]["tfds"])
+  assert set(data["targets"]) == {"batch_vs_image_cpu_time/image_folder", "batch_vs_image_cpu_time/tfds",
+                                  "cores_to_feed_gpu_step"}
+  assert data["settings"]["threads"] == [1, 2] and data["settings"]["commit"]
+  missing = _script("bench_input").parse_args([f"--image_folder={tmp_path / 'absent.tar.gz'}"])
+  root, reason = _script("bench_input").image_folder_root(missing, str(tmp_path))
+  assert root is None and "absent.tar.gz not found" in reason  # Skipped with a reason, not an error.
+
+
 @pytest.mark.slow  # Four fresh worker processes (each imports TensorFlow): ~30 s on 2 idle cores.
 def test_bench_memory(tmp_path):
   data = _run("bench_memory", tmp_path)
@@ -141,3 +168,38 @@ def test_bench_memory_jit_on_reads_the_xla_buffer_assignment(tmp_path):
       workers["search/jit_on/xla_buffers"]["xla_program_mb"] / workers["plain/jit_on/xla_buffers"]["xla_program_mb"])
   assert set(data["targets"]) == {"search_vs_plain_peak_memory/jit_on", "search_vs_plain_xla_program/jit_on"}
   assert not [p for p in os.listdir(tmp_path) if p.startswith(".xla_dump_")]  # The dumps are removed.
+
+
+@pytest.mark.slow  # A fresh process (its two logical CPUs are set before TF starts): ~90 s on 2 cores.
+def test_gpu_check_dry_run(tmp_path):
+  out = str(tmp_path / "gpu_check.json")
+  helpers.run_cli("scripts/gpu_check.py", "--dry_run", f"--out={out}", "--machine_shared", "--note=smoke test",
+                  timeout=1200)  # Exit status 0: every agreement check passed.
+  with open(out, encoding="utf-8") as f:
+    data = json.load(f)
+  for key in COMMON_KEYS:
+    assert key in data, key
+  for key in DEVICE_KEYS:
+    assert key in data["device"], key
+  assert data["command"].startswith("python scripts/gpu_check.py --dry_run") and data["tiny"] is True
+  r = data["results"]
+  devices = r["devices"]
+  assert devices["kind"] == "CPU" and len(devices["replicas"]) == 2
+  assert set(devices["build_info"]) >= {"cuda_version", "cudnn_version"}
+  # One device vs mirrored over the two logical CPUs, for the search and the retraining step.
+  assert set(r["agreement"]["checks"]) == {"search/mirrored_vs_one_device", "retrain/mirrored_vs_one_device"}
+  for kind in ("search", "retrain"):
+    assert r["agreement"]["runs"][f"{kind}/mirrored/xla_on"]["status"] == "skipped"  # XLA needs real devices.
+    assert data["targets"][f"agreement/{kind}/mirrored_vs_one_device"]["met"]
+  assert data["targets"]["agreement_runs_failed"]["value"] == 0
+  rows = r["throughput"]
+  assert set(rows) == {"teacher_pgd_at/resnet18", "teacher_pgd_at/wrn34_10", "search/s7+resnet18",
+                       "search/s7+wrn34_10", "retrain/trades_kd", "eval/pgd20"}
+  for name, row in rows.items():
+    assert set(row) == {f"{p}/xla_{x}" for p in ("float32", "bf16", "fp16") for x in ("off", "on")}
+    assert "not run on CPU" in row["fp16/xla_off"]["reason"] and row["fp16/xla_on"]["status"] == "skipped"
+    if not name.endswith("wrn34_10"):
+      assert row["float32/xla_off"]["status"] == "ok" and row["float32/xla_off"]["images_per_second"] > 0, name
+  assert rows["teacher_pgd_at/resnet18"]["bf16/xla_off"]["images_per_second"] > 0
+  assert "not run on CPU" in data["settings"]["fp16"]
+  assert r["search_overhead"]["xla_off"]["overhead_ratio"] > 0

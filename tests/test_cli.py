@@ -31,6 +31,13 @@ def test_search_flags_become_one_search_config():
     cli.search_config(_parsed(search.define_flags, "--tau_decay=fast"))
 
 
+def test_verbose_is_auto_by_default_and_checked():
+  assert cli.run_config(_parsed(search.define_flags, "--model_dir=a")).verbose == "auto"
+  assert cli.run_config(_parsed(search.define_flags, "--model_dir=a", "--verbose=2")).verbose == 2
+  with pytest.raises(UserInputError, match="--verbose must be auto, 0, 1 or 2, got 'loud'"):
+    cli.run_config(_parsed(search.define_flags, "--model_dir=a", "--verbose=loud"))
+
+
 def test_own_flag_values_are_exactly_the_entry_points_flags():
   fv = _parsed(search.define_flags, "--epochs=3")
   record = cli.own_flag_values(fv, search.define_flags)

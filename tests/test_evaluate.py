@@ -82,3 +82,32 @@ def test_cli_failed_sanity_check_exits_4_after_writing(tiny_teacher, tmp_path):
   result = json.loads((out / "eval.json").read_text())
   assert result["sanity"]["failed"] == ["blackbox_not_stronger"]
   assert "FAILED: blackbox_not_stronger" in (out / "eval.md").read_text()
+
+
+class _Rounding(keras.layers.Layer):
+  """8-bit input quantisation by tf.round: a step without a gradient (None, not zero)."""
+
+  def call(self, x):
+    return keras.ops.round(x * 255.0) / 255.0
+
+
+@pytest.mark.slow  # ~15-25 s on 2 cores: an export and an evaluation; the engine test covers the logic fast.
+def test_export_with_a_round_step_exits_4_with_white_box_numbers_marked_invalid(tmp_path):
+  from absl import flags
+  from rnascl_tf import evaluate
+  from rnascl_tf.serving import export
+
+  keras.utils.set_random_seed(0)
+  model = keras.Sequential([keras.Input((8, 8, 1)), _Rounding(), PixelNormalization([0.5], [0.25]),
+                            keras.layers.Flatten(), keras.layers.Dense(10)])
+  path = export.export_for_serving(model, str(tmp_path / "serving"), "rounded", 1)
+  fv = flags.FlagValues()
+  evaluate.define_flags(fv)
+  out = tmp_path / "eval"
+  fv(["evaluate", f"--model={path}", "--dataset=digits", "--image_size=8", "--num_examples=16", "--batch_size=16",
+      "--attacks=fgsm", "--eps_sweep=none", "--blackbox_queries=20", f"--output_dir={out}"])
+  assert evaluate.main(["evaluate"], fv) == sanity.SANITY_EXIT_CODE == 4
+  result = json.loads((out / "eval.json").read_text())
+  assert result["input_gradient"] == "absent" and result["white_box_valid"] is False
+  fgsm, square = result["attacks"]
+  assert fgsm["valid"] is False and "valid" not in square and square["family"] == "black-box"

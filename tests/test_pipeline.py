@@ -71,13 +71,17 @@ def test_pipeline_killed_in_search_resumes_to_the_report(tmp_path):
   assert os.path.getmtime(run_dir / "teacher" / "teacher.keras") == teacher_mtime
   assert "Resuming the search" in (run_dir / "logs" / "search.log").read_text()
   assert "report:" in proc.stdout and "exported model:" in proc.stdout
+  # It ends with the result, and the console holds only our lines (TensorFlow's go to the stage logs).
+  assert re.search(r"params\s+MFLOPs\s+clean\s+PGD-3\s+worst case\n\s*teacher\s", proc.stdout), proc.stdout[-2000:]
+  assert re.search(r"done in \d+ s; elapsed [\d.]+ min, remaining (~\d+ min|< 1 min)", proc.stdout)
+  assert not [l for l in proc.stderr.splitlines() if "cuInit" in l or "oneDNN" in l], proc.stderr[-2000:]
   for path in ["teacher/teacher.keras", "search/genotype.json", "train/student.keras",
                "export/tiny/1/saved_model.pb", "eval_teacher/eval.json", "eval_student/eval.json"]:
     assert (run_dir / path).exists(), path
   student_eval = json.loads((run_dir / "eval_student" / "eval.json").read_text())
   assert student_eval["model"]["format"] != "keras" and student_eval["sanity"]["passed"]
   md = (run_dir / "report.md").read_text()
-  for text in ["Teacher vs student", "Searched architecture", "Tutors", "->", "Robustness against eps",
+  for text in ["Headline", "Teacher vs student", "Searched architecture", "Tutors", "->", "Robustness against eps",
                "Sanity checks", "Reproduce", "python -m rnascl_tf.search", "curl", "cleverhans"]:
     assert text in md, text
   images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
@@ -128,3 +132,43 @@ def test_fingerprint_ignores_flagfile_comments_but_not_flags(tmp_path):
   base = fp("# header\n--epochs=3\n")
   assert fp("# a new header line\n# more\n\n--epochs=3\n") == base
   assert fp("# header\n--epochs=4\n") != base
+
+
+def _stage_fingerprints(run_dir, ff, spelled=None):
+  """The fingerprints of the stages `build_stages` makes for `run_dir` (`spelled` None: the legacy ones)."""
+  from absl import flags
+
+  from rnascl_tf import pipeline
+  fv = flags.FlagValues()
+  pipeline.define_flags(fv)
+  fv(["pipeline", *_args(run_dir, ff)])
+  return pipeline.stage_fingerprints(pipeline.build_stages(run_dir, fv), spelled)
+
+
+def test_fingerprints_do_not_depend_on_how_the_run_dir_is_spelled(tmp_path, monkeypatch):
+  ff = _flagfiles(tmp_path)
+  monkeypatch.chdir(tmp_path)
+  base = _stage_fingerprints("run", ff, "run")
+  for run_dir in ("run/", "./run", str(tmp_path / "run"), str(tmp_path / "moved" / "copy")):
+    assert _stage_fingerprints(run_dir, ff, run_dir) == base, run_dir
+  legacy = _stage_fingerprints("run", ff)
+  assert all(legacy[name] != base[name] for name in base)  # Legacy ones hash the spelled paths.
+
+
+def test_pipeline_state_of_earlier_versions_still_skips_and_then_may_move(tmp_path):
+  from rnascl_tf import pipeline
+  old, moved = tmp_path / "old", tmp_path / "moved"
+
+  def stages(run_dir):
+    return [pipeline.Stage("a", "m.a", [f"--model_dir={run_dir / 'a'}"], [str(run_dir / "a" / "done.txt")])]
+
+  (old / "a").mkdir(parents=True)
+  (old / "a" / "done.txt").write_text("x")
+  legacy = pipeline.stage_fingerprints(stages(old))["a"]  # As earlier versions recorded it.
+  (old / "pipeline_state.json").write_text(json.dumps({"schema": pipeline.STATE_SCHEMA,
+                                                       "stages": {"a": {"fingerprint": legacy}}}))
+  state, status = pipeline.run_stages(str(old), stages(old))  # A stage that ran would fail: module m.a.
+  assert status == 0 and state["stages"]["a"]["fingerprint"] == pipeline.stage_fingerprints(stages(old), str(old))["a"]
+  os.rename(old, moved)
+  state, status = pipeline.run_stages(str(moved), stages(moved))
+  assert status == 0 and json.loads((moved / "pipeline_state.json").read_text()) == state

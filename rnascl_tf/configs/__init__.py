@@ -15,12 +15,14 @@ from rnascl_tf.configs.evaluation import (AUTOATTACK_MODES, DEFAULT_ATTACKS, DEF
                                           STANDARD_BUDGET, ArtBudget, EvalConfig)
 from rnascl_tf.configs.method import (OBJECTIVES, RESOURCE_FORMS, TUTOR_MAPS, DistillConfig, RetrainConfig,
                                       SearchConfig, TeacherArchConfig, TeacherConfig)
-from rnascl_tf.configs.training import (IMAGE_FOLDER_PREFIX, IMAGENETTE_PREFIX, ROBUST_MODES, STRATEGIES,
-                                        DataConfig, OptimConfig, RobustConfig, RunConfig, check_dataset_name)
+from rnascl_tf.configs.training import (IMAGE_FOLDER_PREFIX, IMAGENETTE_PREFIX, MIXED_PRECISION, ROBUST_MODES,
+                                        STRATEGIES, DataConfig, OptimConfig, RobustConfig, RunConfig,
+                                        check_dataset_name)
 
 __all__ = [
     "AUTOATTACK_MODES", "DEFAULT_ATTACKS", "DEFAULT_SWEEP", "FAST_BUDGET", "IMAGE_FOLDER_PREFIX", "IMAGENETTE_PREFIX",
-    "OBJECTIVES", "RESOURCE_FORMS", "ROBUST_MODES", "STANDARD_BUDGET", "STRATEGIES", "TUTOR_MAPS", "ArtBudget",
+    "MIXED_PRECISION", "OBJECTIVES", "RESOURCE_FORMS", "ROBUST_MODES", "STANDARD_BUDGET", "STRATEGIES", "TUTOR_MAPS",
+    "ArtBudget",
     "DataConfig", "DistillConfig", "EvalConfig", "OptimConfig", "RetrainConfig", "RobustConfig", "RunConfig",
     "SearchConfig", "TeacherArchConfig", "TeacherConfig", "check_dataset_name", "check_pixels", "fingerprint", "fingerprint_differences",
 ]

@@ -60,6 +60,11 @@ _LEGACY_FLAG_FIELDS = {"adv_mode": "mode", "attack_steps": "steps", "teacher_arc
                        "teacher_layers": "layers"}
 
 
+# Fields added after run folders with config fingerprints were first written, with the value every
+# such run had: a saved fingerprint without the key compares as that value, so those folders resume.
+ADDED_FIELDS = {"run.mixed_precision": "off"}
+
+
 def _same(saved, now) -> bool:
   if isinstance(saved, str) and isinstance(now, (int, float)) and not isinstance(now, bool):
     try:  # Legacy fingerprints kept pixel budgets as the flag's text ("8/255").
@@ -78,6 +83,8 @@ def fingerprint_differences(saved: dict, now: dict) -> list:
   run folders of earlier versions still resume when their recorded settings agree.
   """
   if not saved or any("." in k for k in saved):
+    if saved:
+      saved = {**{k: v for k, v in ADDED_FIELDS.items() if k in now}, **saved}
     keys = sorted(set(saved) | set(now))
     return [f"{k}: saved {saved.get(k)!r}, now {now.get(k)!r}" for k in keys if saved.get(k) != now.get(k)]
   by_leaf = {}

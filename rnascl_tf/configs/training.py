@@ -1,13 +1,16 @@
 """Configs of a training run: run control, optimiser, adversarial training, data."""
 
 import dataclasses
-from typing import Optional
+import sys
+from typing import Optional, Union
 
 from rnascl_tf.configs.common import check_pixels
 from rnascl_tf.errors import UserInputError
 
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker", "tpu")
 ROBUST_MODES = ("standard", "pgd", "trades", "fast_fgsm")
+MIXED_PRECISION = ("off", "bf16", "fp16")
+VERBOSITIES = ("auto", 0, 1, 2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,12 +53,16 @@ class RunConfig:
     strategy: one of STRATEGIES.
     num_gpus: GPUs for "mirrored" (0 = all visible).
     jit_compile: XLA for the train step (explicit: Keras would pick it by device otherwise).
-    verbose: Keras progress bar verbosity (1 = bar, 2 = one line per epoch, 0 = silent).
+    verbose: progress output: "auto" (a progress bar on a terminal, one line per epoch when stdout is
+      a pipe or a file, where a bar would become one huge line), 1 = bar, 2 = one line per epoch,
+      0 = silent; `keras_verbose()` resolves it.
     sync_bn: synchronized BatchNorm in the networks being trained (batch statistics over all
       replicas: N replicas then train exactly like one device on the global batch).
     scale_lr_with_replicas: multiply the weight learning rate by the number of replicas in sync
       (linear scaling rule; the search's architecture learning rate is not scaled). Off: the
       learning rate is the one for the global batch (`batch_size` is always global).
+    mixed_precision: one of MIXED_PRECISION: "off" (float32), "bf16" or "fp16" (Keras mixed policies:
+      float32 weights, reduced-precision compute; fp16 with dynamic loss scaling). BUILD.md, mixed precision.
   """
   model_dir: str
   epochs: int = 1
@@ -64,9 +71,10 @@ class RunConfig:
   strategy: str = "default"
   num_gpus: int = 0
   jit_compile: bool = False
-  verbose: int = 1
+  verbose: Union[int, str] = "auto"
   sync_bn: bool = False
   scale_lr_with_replicas: bool = False
+  mixed_precision: str = "off"
 
   def __post_init__(self):
     if not self.model_dir:
@@ -77,6 +85,21 @@ class RunConfig:
       raise UserInputError(f"--steps_per_epoch must be >= 1, got {self.steps_per_epoch}")
     if self.strategy not in STRATEGIES:
       raise UserInputError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+    if isinstance(self.verbose, bool) or self.verbose not in VERBOSITIES:
+      raise UserInputError(f"--verbose must be auto, 0, 1 or 2, got {self.verbose!r}")
+    if self.mixed_precision not in MIXED_PRECISION:
+      raise UserInputError(f"--mixed_precision must be one of {', '.join(MIXED_PRECISION)}, "
+                           f"got {self.mixed_precision!r}")
+
+  def keras_verbose(self) -> int:
+    """The `verbose` of Keras' fit: "auto" is 1 (bar) on a terminal, 2 (one line per epoch) otherwise.
+
+    >>> RunConfig("runs/a", verbose=0).keras_verbose(), RunConfig("runs/a", verbose=2).keras_verbose()
+    (0, 2)
+    """
+    if self.verbose != "auto":
+      return self.verbose
+    return 1 if sys.stdout.isatty() else 2
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,6 +5,8 @@ Every dataset is cut into the splits the method needs: `weight` (network weights
 plus `test`. `train_full` = weight + arch is what a teacher or a final network trains on. Pipelines
 yield float32 images in [0, 1] and int32 labels; models normalise inside, using the per-channel
 constants in `DatasetInfo`. Shuffling and augmentation are seeded and replay exactly on resume.
+Examples are gathered, augmented and converted a whole batch at a time (`augment_batch`): one
+example at a time cost four to eight times as much CPU (scripts/bench_input.py).
 """
 
 import dataclasses
@@ -67,6 +69,45 @@ def augment_fn(size: int, channels: int, pad: int, flip: bool, salt: int):
   return fn
 
 
+def augment_batch(images, labels, r, size: int, pad: int, flip: bool):
+  """Pads, randomly crops and maybe flips a whole batch with a handful of vectorised ops.
+
+  The distribution of `augment_fn`: each example's crop offsets are uniform over the (padded) image
+  and its flip has probability 1/2 (if `flip`), all taken from the example's own draw `r`, so a
+  batch replays exactly for one seed and the draws skip per example on resume. Cropping is two
+  batched gathers of the uint8 pixels; the float conversion comes last, on the cropped images.
+
+  Args:
+    images: [B, H, W, C] uint8 or [0, 1] float, H and W static and at least `size - 2 * pad`.
+    labels: [B] labels, passed through.
+    r: int64 [B], one `tf.data.Dataset.random` draw per example (uniform over 32 bits).
+    size: side of the output crops.
+    pad: zero padding added on each side before cropping.
+    flip: whether to mirror left-right with probability 1/2.
+
+  Returns:
+    (float32 images [B, size, size, C] in [0, 1], labels).
+  """
+  if pad:
+    # Zero padding as in the DARTS / RNAS-CL PyTorch code (RandomCrop(32, padding=4)).
+    images = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+  n_rows, n_cols = images.shape[1] - size + 1, images.shape[2] - size + 1
+  # One draw split into offsets and flip; 2^32 values modulo a few hundred: the bias is < 1e-7.
+  r = tf.math.floormod(r, n_rows * n_cols * (2 if flip else 1))
+  offsets = tf.range(size, dtype=tf.int64)[None]
+  rows = r[:, None] % n_rows + offsets
+  cols = offsets
+  if flip:
+    cols = tf.where(r[:, None] >= n_rows * n_cols, size - 1 - offsets, offsets)
+  cols = (r[:, None] // n_rows) % n_cols + cols
+  images = tf.gather(images, rows, axis=1, batch_dims=1)
+  return to_float01(tf.gather(images, cols, axis=2, batch_dims=1)), labels
+
+
+def _float_pair(x, y):
+  return to_float01(x), y
+
+
 def _derived_seed(seed: int, *parts: str) -> int:
   return zlib.crc32("/".join([str(seed), *parts]).encode()) & 0x7FFFFFFF
 
@@ -78,7 +119,11 @@ class DataSplits:
     info: the `DatasetInfo`.
     config: the `DataConfig` it was loaded with.
     source: the `Source` the examples come from.
+    augment_per_image: build the previous pipeline, which gathered, augmented (`augment_fn`) and
+      converted one example at a time; kept as the baseline of scripts/bench_input.py.
   """
+
+  augment_per_image = False
 
   def __init__(self, info: DatasetInfo, config: DataConfig, source: Source, flip: bool):
     """Wraps a loaded source.
@@ -122,7 +167,7 @@ class DataSplits:
 
   def _finish(self, ds, gather, split, training, augmented, cache, repeat, batch_size,
               drop_remainder, shuffle_buffer, skip_examples=0):
-    """Shared tail: cache, shuffle, repeat, skip, gather, augment or convert, batch, prefetch."""
+    """Shared tail: cache, shuffle, repeat, skip, then batch + gather + augment or convert, prefetch."""
     if cache:
       ds = ds.cache()  # Before augmentation: decoded once, augmented afresh every epoch.
     if training:
@@ -133,19 +178,30 @@ class DataSplits:
     if skip_examples:
       # Exact resume: skip what an uninterrupted run consumed, before the costly gather/augment.
       ds = ds.skip(skip_examples)
-    if gather is not None:
-      ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
-    if augmented:
-      h, w, c = self.info.input_shape
-      pad = 0 if self.source.aug_margin else max(1, h // 8)
-      rand = tf.data.Dataset.random(seed=_derived_seed(self.config.seed, "augment", split),
-                                    rerandomize_each_iteration=True).skip(skip_examples)
-      ds = tf.data.Dataset.zip((ds, rand)).map(
-          augment_fn(h, c, pad, self._flip, _derived_seed(self.config.seed, "salt", split)),
-          num_parallel_calls=tf.data.AUTOTUNE)
+    h, _, c = self.info.input_shape
+    pad = 0 if self.source.aug_margin else max(1, h // 8)
+    # One uniform draw per example, skipped like the examples: the crops replay exactly on resume.
+    draws = tf.data.Dataset.random(seed=_derived_seed(self.config.seed, "augment", split),
+                                   rerandomize_each_iteration=True).skip(skip_examples)
+    if self.augment_per_image:
+      if gather is not None:
+        ds = ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+      if augmented:
+        ds = tf.data.Dataset.zip((ds, draws)).map(
+            augment_fn(h, c, pad, self._flip, _derived_seed(self.config.seed, "salt", split)),
+            num_parallel_calls=tf.data.AUTOTUNE)
+      else:
+        ds = ds.map(_float_pair, num_parallel_calls=tf.data.AUTOTUNE)
+      ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     else:
-      ds = ds.map(lambda x, y: (to_float01(x), y), num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+      load = gather or (lambda example: example)
+      if augmented:
+        ds = tf.data.Dataset.zip((ds, draws))
+        fn = lambda example, r: augment_batch(*load(example), r, h, pad, self._flip)
+      else:
+        fn = (lambda i: _float_pair(*gather(i))) if gather is not None else _float_pair
+      ds = ds.batch(batch_size, drop_remainder=drop_remainder).map(fn, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.prefetch(tf.data.AUTOTUNE)
     # Multi-worker: the default (AUTO) would shard TFDS by file, so each worker's `enumerate` would
     # restart at 0 and split membership would differ per worker. DATA sharding keeps it global.
     options = tf.data.Options()

@@ -139,6 +139,7 @@ def masked_tap(value, mask=None, keep: str = "masked"):
   Args:
     value: [B, H, W, C] activation.
     mask: optional [C] channel mask (the supernet's expected width mask); None for an unmasked tap.
+      It multiplies in the activation's dtype, but its gradient is summed and returned in float32.
     keep: "masked" or "unmasked", see above (the same numbers either way).
 
   Returns:
@@ -148,8 +149,9 @@ def masked_tap(value, mask=None, keep: str = "masked"):
     raise ValueError(f"keep must be 'masked' or 'unmasked', got {keep!r}")
   if mask is None:
     return _tap_energy(value)
-  mask = ops.cast(mask, value.dtype)
-  return _MASKED_TAP_ENERGY[keep](value, mask)
+  # float32 into the op, cast inside: under mixed precision the mask's gradient (a sum over batch and
+  # space) is accumulated in float32; float16 sums on CPU accumulate in float16 and stall.
+  return _MASKED_TAP_ENERGY[keep](value, ops.cast(mask, "float32"))
 
 
 def _two_g_energy(g_energy, dtype):
@@ -192,7 +194,8 @@ def _tap_energy(value):
 
 
 def _sum_to_mask(t, mask):
-  return ops.reshape(ops.sum(t, axis=list(range(len(t.shape) - 1))), ops.shape(mask))
+  """The mask's gradient: `t` summed over every axis but the channels, in the mask's dtype (float32)."""
+  return ops.reshape(ops.sum(ops.cast(t, mask.dtype), axis=list(range(len(t.shape) - 1))), ops.shape(mask))
 
 
 def _masked_tap_energy(keep_product: bool):
@@ -200,7 +203,8 @@ def _masked_tap_energy(keep_product: bool):
 
   @tf.custom_gradient
   def masked_tap_energy(value, mask):
-    out = value * mask
+    m = ops.cast(mask, value.dtype)  # The float32 mask in the activation's dtype (the same tensor in float32).
+    out = value * m
 
     def grad(g_out, g_energy):
       # G = g_out + 2 out g_energy is the gradient w.r.t. out (out = value * mask, written in the
@@ -209,13 +213,13 @@ def _masked_tap_energy(keep_product: bool):
       if two_ge is not None and g_out is not None:
         if keep_product:
           # A weight update prunes the mask's gradient (the second output) from the graph.
-          return (_fused_tap_gradient(g_out, out, two_ge, mask),
+          return (_fused_tap_gradient(g_out, out, two_ge, m),
                   _sum_to_mask(_fused_tap_gradient(g_out, out, two_ge) * value, mask))
-        g_value, g_mask = _fused_tap_gradients(g_out, value, two_ge, mask)
+        g_value, g_mask = _fused_tap_gradients(g_out, value, two_ge, m)
         return g_value, _sum_to_mask(g_mask, mask)
-      extra = None if two_ge is None else (out * two_ge if keep_product else value * (two_ge * mask))
+      extra = None if two_ge is None else (out * two_ge if keep_product else value * (two_ge * m))
       g = _plus(g_out, extra)
-      return g * mask, _sum_to_mask(g * value, mask)
+      return g * m, _sum_to_mask(g * value, mask)
 
     return (out, channel_energy(out)), grad
 

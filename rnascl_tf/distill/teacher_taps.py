@@ -251,7 +251,7 @@ def _declared_input_shape(model) -> Optional[Tuple]:
 
 
 def validate_teacher(model, input_shape: Sequence[int], num_classes: int, assume_pixel_input: bool = False,
-                     path: Optional[str] = None) -> None:
+                     path: Optional[str] = None, source: Optional[str] = None) -> None:
   """Checks that a teacher fits the dataset and this project's pixel-input contract.
 
   Args:
@@ -261,13 +261,14 @@ def validate_teacher(model, input_shape: Sequence[int], num_classes: int, assume
     assume_pixel_input: skip the check that the model normalises [0, 1] pixels itself
       (`--teacher_assume_pixel_input`).
     path: the teacher file, for messages.
+    source: names the teacher in messages instead of `--teacher_path=<path>`.
 
   Raises:
     UserInputError: naming `--teacher_path` and the file, when the input shape does not accept
       (H, W, C), the output is not [batch, num_classes] logits, or no PixelNormalization /
       Normalization / Rescaling layer precedes the first conv (unless `assume_pixel_input`).
   """
-  src = _source(path)
+  src = source or _source(path)
   input_shape = tuple(int(d) for d in input_shape)
   declared = _declared_input_shape(model)
   if declared is None:
@@ -313,7 +314,7 @@ def validate_teacher(model, input_shape: Sequence[int], num_classes: int, assume
 
 def load_teacher(path: str, input_shape: Sequence[int], num_classes: int,
                  layers_spec: Union[str, Sequence[str]] = "auto",
-                 assume_pixel_input: bool = False) -> Tuple[keras.Model, TeacherTaps]:
+                 assume_pixel_input: bool = False, source: Optional[str] = None) -> Tuple[keras.Model, TeacherTaps]:
   """Loads a `.keras` teacher (safe mode), validates it and prepares its taps.
 
   Args:
@@ -322,14 +323,17 @@ def load_teacher(path: str, input_shape: Sequence[int], num_classes: int,
     num_classes: the dataset's class count.
     layers_spec: the `--teacher_layers` value (see `resolve_teacher_layers`).
     assume_pixel_input: the `--teacher_assume_pixel_input` flag (see `validate_teacher`).
+    source: where the path came from, for messages (default: `--teacher_path`); e.g. the genotype
+      that recorded it.
 
   Returns:
     (model, TeacherTaps).
   """
-  model = io_utils.load_keras_model(path, "teacher (--teacher_path)")
+  model = io_utils.load_keras_model(path, source or _source(None))  # The load messages quote the path already.
+  src = source or _source(path)
   if not is_builtin_teacher(model):
-    _require_graph(model, _source(path))
-  validate_teacher(model, input_shape, num_classes, assume_pixel_input=assume_pixel_input, path=path)
+    _require_graph(model, src)
+  validate_teacher(model, input_shape, num_classes, assume_pixel_input=assume_pixel_input, path=path, source=src)
   names = resolve_teacher_layers(model, layers_spec)
   return model, TeacherTaps(model, names, input_shape=input_shape)
 

@@ -28,6 +28,7 @@ from rnascl_tf.errors import UserInputError
 from rnascl_tf.evaluation import eval_reports, loading, sanity
 from rnascl_tf.evaluation.art_backend import ArtRunner
 from rnascl_tf.evaluation.plan import BLACK_BOX, WHITE_BOX, art_plan, art_version, autoattack_record, package_version
+from rnascl_tf.robust import attacks
 from rnascl_tf.robust import evaluator as robust_eval
 from rnascl_tf.robust.attack_specs import format_pixels
 
@@ -70,7 +71,9 @@ def evaluate_model(model_fn: Callable, dataset: Iterable, config: EvalConfig, nu
 
   Args:
     model_fn: images [B, H, W, C] in [0, 1] -> logits [B, K], inference mode; differentiable for the
-      white-box attacks (a model whose gradients are masked is what the black-box check catches).
+      white-box attacks. A model whose input gradient is zero or absent (a non-differentiable step
+      such as tf.round) is evaluated with a zero gradient and fails the "input_gradient" check; the
+      black-box check catches subtler masking. Either marks the white-box numbers invalid.
     dataset: iterable of (images, int labels) batches in a fixed order, e.g.
       `DataSplits.dataset("test", training=False)`.
     config: the evaluation config.
@@ -91,6 +94,12 @@ def evaluate_model(model_fn: Callable, dataset: Iterable, config: EvalConfig, nu
 
   start = time.perf_counter()
   keras.utils.set_random_seed(config.seed)
+  # Probed on seeded noise (the answer depends on the model's graph, not on the images) without
+  # touching the global generators, so the attacks draw the same random starts as without the probe.
+  probe = np.random.default_rng(config.seed).uniform(0.0, 1.0, (2,) + tuple(input_shape)).astype(np.float32)
+  gradient = attacks.input_gradient_status(model_fn, probe, seed=config.seed)
+  if gradient == "absent":  # Treated as a zero gradient: the attacks run, the checks report the masking.
+    model_fn = attacks.with_zero_gradient(model_fn)
   main_configs = config.attack_configs()
   sweep_configs = config.sweep_configs()
   # One RobustEvaluator compiles every cleverhans attack once; sweep points equal to a main attack
@@ -181,6 +190,7 @@ def evaluate_model(model_fn: Callable, dataset: Iterable, config: EvalConfig, nu
                        "model_mode": "inference (training=False)"},
       "num_examples": n,
       "seed": config.seed,
+      "input_gradient": gradient,
       "clean_accuracy": clean_correct / n,
       "robust_accuracy": worst_correct / n,
       "clean": {"accuracy": clean_correct / n, "correct": clean_correct},
@@ -201,6 +211,7 @@ def evaluate_model(model_fn: Callable, dataset: Iterable, config: EvalConfig, nu
                    "cleverhans": package_version("cleverhans"), "adversarial-robustness-toolbox": art_version()},
   }
   result["sanity"] = sanity.sanity_checks(result, blackbox_only=blackbox_only)
+  sanity.mark_white_box_validity(result)
   result["wall_seconds"] = round(time.perf_counter() - start, 3)
   return result
 
@@ -215,17 +226,19 @@ def evaluate_path(model_path: str, data_cfg, config: EvalConfig, output_dir: Opt
     model_path: a `.keras` file or an exported SavedModel directory.
     data_cfg: `configs.DataConfig` of the dataset the model was trained on.
     config: the evaluation config.
-    output_dir: where eval.json, eval.md and eps_sweep.png go (default `loading.default_output_dir`).
+    output_dir: where eval.json, eval.md and eps_sweep.png go (default `eval_reports.default_output_dir`).
     fail_on_sanity: raise `sanity.SanityCheckError` after writing if a sanity check failed.
     progress: per-attack progress lines, as in `evaluate_model`.
 
   Returns:
     The eval.json content: {"schema": "rnascl_tf/eval", "schema_version": 1, "model": {"path", "format",
     "input_shape", "num_classes"}, "dataset": {"name", "split": "test", "image_size", "seed"},
-    "threat_model": {...}, "num_examples", "seed", "clean_accuracy", "robust_accuracy" (= worst case),
+    "threat_model": {...}, "num_examples", "seed", "input_gradient" ("present" | "zero" | "absent"),
+    "white_box_valid" (False when gradient masking was found), "clean_accuracy", "robust_accuracy" (= worst case),
     "clean": {"accuracy", "correct"}, "attacks": [{"label", "attack", "family" ("white-box" |
     "black-box"), "backend" (e.g. "cleverhans 4.0.0", "ART 1.20.1"), "eps", "eps_pixels", "settings",
-    "accuracy", "correct", "max_perturbation", "pixel_range", "seconds"}], "worst_case": {"accuracy",
+    "accuracy", "correct", "max_perturbation", "pixel_range", "seconds", and "valid": False with an
+    "invalid_reason" on white-box entries when masking was found}], "worst_case": {"accuracy",
     "correct", "over": [labels]}, "worst_case_white_box": {...}, "autoattack": {"mode", "ran", "label",
     "attacks", "not_run", "budget"}, "eps_sweep": {"attack", "requested", "points": [entries as in
     "attacks", plus "eps_x255"]}, "sanity": {"passed", "failed", "checks"}, "versions", "wall_seconds",
@@ -252,7 +265,7 @@ def evaluate_path(model_path: str, data_cfg, config: EvalConfig, output_dir: Opt
       "dataset": {"name": data_cfg.dataset, "split": "test", "image_size": info.input_shape[0], "seed": data_cfg.seed,
                   "max_test_examples": data_cfg.max_test_examples},
       **result}
-  output_dir = output_dir or loading.default_output_dir(model_path)
+  output_dir = output_dir or eval_reports.default_output_dir(model_path)
   result["paths"] = {k: os.path.abspath(v) for k, v in eval_reports.report_paths(output_dir).items()}
   eval_reports.write_reports(result, output_dir,
                              curve_name=os.path.splitext(os.path.basename(os.path.normpath(model_path)))[0])

@@ -7,6 +7,14 @@ from rnascl_tf.evaluation import plots
 from rnascl_tf.runtime import artefacts as io_utils
 
 
+def default_output_dir(model_path: str) -> str:
+  """`<model path without .keras>_eval` beside the model: one folder per evaluated model."""
+  base = os.path.normpath(model_path)
+  if base.endswith(".keras"):
+    base = base[:-len(".keras")]
+  return base + "_eval"
+
+
 def report_paths(output_dir: str) -> dict:
   """{"json": eval.json, "markdown": eval.md, "eps_sweep_png": eps_sweep.png} inside `output_dir`."""
   return {"json": os.path.join(output_dir, "eval.json"), "markdown": os.path.join(output_dir, "eval.md"),
@@ -16,6 +24,15 @@ def report_paths(output_dir: str) -> dict:
 def sweep_curve(result: dict) -> list:
   """The (eps, accuracy) points of a result's eps sweep, for `plots.eps_sweep_png`."""
   return [(p["eps"], p["accuracy"]) for p in result["eps_sweep"]["points"]]
+
+
+def accuracy(entry: dict) -> str:
+  """An entry's accuracy to 4 places, marked when gradient masking made it invalid.
+
+  >>> accuracy({"accuracy": 0.5}), accuracy({"accuracy": 0.9, "valid": False})
+  ('0.5000', '0.9000 (invalid: gradient masked)')
+  """
+  return f"{entry['accuracy']:.4f}" + (" (invalid: gradient masked)" if entry.get("valid") is False else "")
 
 
 def markdown_report(result: dict) -> str:
@@ -35,18 +52,21 @@ def markdown_report(result: dict) -> str:
             "| attack | family | backend | accuracy | max perturbation (x/255) |", "|---|---|---|---:|---:|",
             f"| clean | - | - | {result['clean']['accuracy']:.4f} | 0 |"]
   for e in result["attacks"]:
-    lines.append(f"| {e['label']} | {e['family']} | {e['backend']} | {e['accuracy']:.4f} | "
+    lines.append(f"| {e['label']} | {e['family']} | {e['backend']} | {accuracy(e)} | "
                  f"{e['max_perturbation'] * 255:.3f} |")
   worst = result["worst_case"]
   lines.append(f"| **worst case** (per example, over the {len(worst['over'])} attacks above) | | | "
                f"**{worst['accuracy']:.4f}** | |")
+  if result.get("white_box_valid") is False:
+    invalid = next(e for e in result["attacks"] + [result["worst_case_white_box"]] if e.get("valid") is False)
+    lines += ["", f"**White-box numbers are invalid**: {invalid['invalid_reason']}. The black-box numbers stand."]
   aa = result["autoattack"]
   if aa.get("ran"):
     lines += ["", f"ART set: {aa['label']}."]
     lines += [f"Not run: {nr['attack']} ({nr['reason']})." for nr in aa["not_run"]]
   sweep = result["eps_sweep"]
   lines += ["", f"## eps sweep ({sweep['attack']})", "", "| eps | accuracy |", "|---|---:|"]
-  lines += [f"| {p['eps_pixels']} | {p['accuracy']:.4f} |" for p in sweep["points"]]
+  lines += [f"| {p['eps_pixels']} | {accuracy(p)} |" for p in sweep["points"]]
   sanity = result["sanity"]
   lines += ["", "## Sanity checks: " + ("all passed" if sanity["passed"] else "FAILED: " + ", ".join(sanity["failed"])),
             "", "| check | status | detail |", "|---|---|---|"]
@@ -79,10 +99,10 @@ def write_reports(result: dict, output_dir: str, curve_name: str = "model") -> d
 def summary_lines(result: dict) -> list:
   """One line per number, for the console."""
   lines = [f"clean: {result['clean']['accuracy']:.4f}"]
-  lines += [f"{e['label']}: {e['accuracy']:.4f}" for e in result["attacks"]]
+  lines += [f"{e['label']}: {accuracy(e)}" for e in result["attacks"]]
   lines.append(f"worst case over {len(result['worst_case']['over'])} attacks: {result['worst_case']['accuracy']:.4f}")
   points = result["eps_sweep"]["points"]
-  lines.append("eps sweep: " + ", ".join(f"{p['eps_pixels']}: {p['accuracy']:.4f}" for p in points))
+  lines.append("eps sweep: " + ", ".join(f"{p['eps_pixels']}: {accuracy(p)}" for p in points))
   sanity = result["sanity"]
   lines.append("sanity: " + ("all passed" if sanity["passed"] else "FAILED " + ", ".join(sanity["failed"])))
   return lines

@@ -106,11 +106,3 @@ def check_model_matches(loaded: LoadedModel, input_shape: Sequence[int], num_cla
     raise UserInputError(
         f"{what}: {loaded.path!r} returns outputs of shape {tuple(logits.shape[1:])} per image but {dataset} "
         f"has {num_classes} classes; expected one logit per class")
-
-
-def default_output_dir(model_path: str) -> str:
-  """`<model path without .keras>_eval` beside the model: one folder per evaluated model."""
-  base = os.path.normpath(model_path)
-  if base.endswith(".keras"):
-    base = base[:-len(".keras")]
-  return base + "_eval"

@@ -56,37 +56,94 @@ def tutor_heatmap_png(probs: np.ndarray, student_names: Sequence[str], teacher_n
   return _figure_to_png(fig)
 
 
-def widths_png(block_names: Sequence[str], chosen: Sequence[int], maximum: Sequence[int],
-               title: str = "Searched width per block vs maximum") -> bytes:
-  """Bar chart of the chosen output width of every block against its maximum."""
+def widths_figure(block_names: Sequence[str], chosen: Sequence[int], maximum: Sequence[int],
+                  title: str = "Searched width per block vs maximum"):
+  """Bar chart of every block's chosen output width beside its maximum (both always visible)."""
   plt = _plt()
   x = np.arange(len(block_names))
-  fig, ax = plt.subplots(figsize=(max(6, 0.3 * len(x) + 2), 4))
-  ax.bar(x, maximum, color="lightgray", label="maximum width")
-  ax.bar(x, chosen, color="tab:blue", label="searched width")
+  fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(x) + 2), 4))
+  ax.bar(x - 0.2, maximum, 0.4, color="lightgray", edgecolor="gray", label="maximum width")
+  ax.bar(x + 0.2, chosen, 0.4, color="tab:blue", label="searched width")
+  for xi, c, m in zip(x, chosen, maximum):
+    ax.annotate(f"{c}/{m}", (xi + 0.2, c), ha="center", va="bottom", fontsize=7)
   ax.set_xticks(x)
   ax.set_xticklabels(block_names, rotation=90, fontsize=7)
   ax.set_xlabel("block")
   ax.set_ylabel("output channels")
   ax.set_title(title)
   ax.legend()
-  return _figure_to_png(fig)
+  return fig
 
 
-def curves_png(history: List[Dict[str, float]], keys: Sequence[str], title: str, ylabel: str = "value") -> bytes:
-  """Line plot of `keys` from a per-epoch history (list of dicts with an "epoch" key)."""
-  plt = _plt()
-  fig, ax = plt.subplots(figsize=(6, 4))
+def widths_png(block_names: Sequence[str], chosen: Sequence[int], maximum: Sequence[int],
+               title: str = "Searched width per block vs maximum") -> bytes:
+  """PNG of `widths_figure`."""
+  return _figure_to_png(widths_figure(block_names, chosen, maximum, title))
+
+
+def _plot_keys(ax, history: List[Dict[str, float]], keys: Sequence[str], labels: Mapping[str, str]) -> None:
   for k in keys:
     pts = [(h["epoch"], h[k]) for h in history if k in h]
     if pts:
-      ax.plot(*zip(*pts), marker="o", label=k)
+      ax.plot(*zip(*pts), marker="o", label=labels.get(k, k))
+  ax.grid(alpha=0.3)
+
+
+def curves_figure(history: List[Dict[str, float]], keys: Sequence[str], title: str, ylabel: str = "value",
+                  labels: Optional[Mapping[str, str]] = None, chosen_epoch: Optional[int] = None):
+  """Line plot of `keys` (one unit: `ylabel`) from a per-epoch history (dicts with an "epoch" key).
+
+  Args:
+    history: per-epoch records.
+    keys: the quantities drawn, all in the unit `ylabel`.
+    title: figure title.
+    ylabel: their unit.
+    labels: legend text per key (e.g. naming the attack and eps); default the key.
+    chosen_epoch: if given, a dashed vertical line marks the checkpoint chosen at this epoch.
+  """
+  plt = _plt()
+  fig, ax = plt.subplots(figsize=(6, 4))
+  _plot_keys(ax, history, keys, labels or {})
+  if chosen_epoch is not None:
+    ax.axvline(chosen_epoch, color="gray", linestyle="--", linewidth=1,
+               label=f"chosen checkpoint (epoch {chosen_epoch})")
   ax.set_xlabel("epoch")
   ax.set_ylabel(ylabel)
   ax.set_title(title)
-  ax.grid(alpha=0.3)
   ax.legend()
-  return _figure_to_png(fig)
+  return fig
+
+
+def curves_png(history: List[Dict[str, float]], keys: Sequence[str], title: str, ylabel: str = "value",
+               labels: Optional[Mapping[str, str]] = None, chosen_epoch: Optional[int] = None) -> bytes:
+  """PNG of `curves_figure`."""
+  return _figure_to_png(curves_figure(history, keys, title, ylabel, labels, chosen_epoch))
+
+
+def panels_figure(history: List[Dict[str, float]], panels: Sequence[Tuple[str, Sequence[str], str]], title: str):
+  """One panel per unit, stacked over a shared epoch axis: quantities of different units never share an axis.
+
+  Args:
+    history: per-epoch records (dicts with an "epoch" key).
+    panels: (panel title, keys, y-axis label with the unit) per panel.
+    title: figure title.
+  """
+  plt = _plt()
+  fig, axes = plt.subplots(len(panels), 1, figsize=(6, 2.2 * len(panels) + 0.6), sharex=True, squeeze=False)
+  for ax, (name, keys, ylabel) in zip(axes[:, 0], panels):
+    _plot_keys(ax, history, keys, {})
+    ax.set_title(name, fontsize=9)
+    ax.set_ylabel(ylabel)
+    if len(keys) > 1:
+      ax.legend(fontsize=7)
+  axes[-1, 0].set_xlabel("epoch")
+  fig.suptitle(title)
+  return fig
+
+
+def panels_png(history: List[Dict[str, float]], panels: Sequence[Tuple[str, Sequence[str], str]], title: str) -> bytes:
+  """PNG of `panels_figure`."""
+  return _figure_to_png(panels_figure(history, panels, title))
 
 
 def eps_sweep_png(curves: Mapping[str, Sequence[Tuple[float, float]]],

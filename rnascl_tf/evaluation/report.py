@@ -6,6 +6,7 @@ mailed or archived alone.
 """
 
 import base64
+import fractions
 import html
 import json
 import os
@@ -13,6 +14,8 @@ from typing import Dict, List, Optional, Sequence
 
 from rnascl_tf.runtime import artefacts as io_utils
 from rnascl_tf.evaluation import eval_reports, plots
+from rnascl_tf.nas import genotype as genotype_lib
+from rnascl_tf.robust.attack_specs import format_pixels
 
 
 def _load(path: str) -> Optional[dict]:
@@ -97,10 +100,64 @@ def _attack_rows(evals: Dict[str, Optional[dict]]) -> List[List[str]]:
         backend[a["label"]] = a["backend"]
   rows = []
   for label in labels:
-    accs = [next((a["accuracy"] for a in (r or {}).get("attacks", []) if a["label"] == label), None)
-            for r in evals.values()]
-    rows.append([label, backend[label]] + [_pct(x) for x in accs])
+    entries = [next((a for a in (r or {}).get("attacks", []) if a["label"] == label), {}) for r in evals.values()]
+    marks = [" (invalid: gradient masked)" if e.get("valid") is False else "" for e in entries]
+    rows.append([label, backend[label]] + [_pct(e.get("accuracy")) + m for e, m in zip(entries, marks)])
   return rows
+
+
+def _short_label(label: str) -> str:
+  """'PGD-20' of 'PGD-20 (Linf, eps=8/255, ...)'."""
+  return label.split(" (")[0]
+
+
+def headline_table(evals: Dict[str, Optional[dict]], costs: Dict[str, Optional[dict]]) -> List[List[str]]:
+  """Header and one row per model: parameters, MFLOPs, clean, the main PGD attack and the worst case.
+
+  Args:
+    evals: model name -> its eval.json (None if missing).
+    costs: model name -> {"params", "flops"} (None if unknown).
+
+  Returns:
+    [header, row, ...] of strings ("-" where a number is missing).
+
+  >>> e = {"clean_accuracy": 0.9, "attacks": [{"attack": "pgd", "label": "PGD-20 (Linf)", "accuracy": 0.5}],
+  ...      "worst_case": {"accuracy": 0.4}}
+  >>> headline_table({"student": e}, {"student": {"params": 4562, "flops": 386000}})
+  [['', 'params', 'MFLOPs', 'clean', 'PGD-20', 'worst case'], ['student', '4,562', '0.386', '90.0%', '50.0%', '40.0%']]
+  """
+  pgd = {name: next((a for a in (r or {}).get("attacks", []) if a.get("attack") == "pgd"), None)
+         for name, r in evals.items()}
+  pgd_name = next((_short_label(a["label"]) for a in pgd.values() if a), "PGD")
+  rows = [["", "params", "MFLOPs", "clean", pgd_name, "worst case"]]
+  for name, r in evals.items():
+    cost = costs.get(name)
+    rows.append([name, f"{cost['params']:,}" if cost else "-", f"{cost['flops'] / 1e6:.3f}" if cost else "-",
+                 _pct((r or {}).get("clean_accuracy")), _pct((pgd[name] or {}).get("accuracy")),
+                 _pct(((r or {}).get("worst_case") or {}).get("accuracy"))])
+  return rows
+
+
+def format_table(rows: Sequence[Sequence[str]]) -> str:
+  """Rows as aligned console text: the first column left-aligned, the numbers right-aligned."""
+  widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+  return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+                   for r in rows)
+
+
+def validation_labels(record: Optional[dict]) -> Dict[str, str]:
+  """Legend text of the validation curves, naming the attack and eps recorded in a manifest's flags.
+
+  >>> validation_labels({"flags": {"eps": "8/255", "val_attack_steps": 10}})["val_pgd_acc"]
+  'validation, PGD-10 (L-inf, eps=8/255)'
+  """
+  flag_values = (record or {}).get("flags") or {}
+  try:
+    eps = format_pixels(float(fractions.Fraction(str(flag_values["eps"]))), "inf")
+    attack = f"PGD-{int(flag_values['val_attack_steps'])} (L-inf, eps={eps})"
+  except (KeyError, TypeError, ValueError, ZeroDivisionError):
+    attack = "PGD (settings not recorded)"
+  return {"val_clean_acc": "validation, clean", "val_pgd_acc": f"validation, {attack}"}
 
 
 def _teacher_cost(teacher_eval: Optional[dict]) -> Optional[dict]:
@@ -122,7 +179,7 @@ def write_report(run_dir: str, commands: Dict[str, Optional[str]]) -> Dict[str, 
     commands: stage name -> the exact command that produced it (None if skipped or not run).
 
   Returns:
-    {"markdown": path, "html": path}.
+    {"markdown": path, "html": path, "headline": the teacher-vs-student table as console text}.
   """
   d = lambda *p: os.path.join(run_dir, *p)  # noqa: E731
   genotype = _load(d("search", "genotype.json"))
@@ -137,8 +194,15 @@ def write_report(run_dir: str, commands: Dict[str, Optional[str]]) -> Dict[str, 
         f"{eps if eps is None else round(eps, 4)} in [0, 1] pixel units ({'-' if eps is None else round(eps * 255, 1)}/255), "
         "attacks run on the models in inference mode; every number names its attack and backend.")
 
-  doc.h(2, "Teacher vs student")
   t_cost = _teacher_cost(evals["teacher"])
+  s_cost = {"params": summary["params"], "flops": summary["flops"]} if summary else None
+  headline = headline_table(evals, dict(zip(evals, (t_cost, s_cost))))
+  doc.h(2, "Headline")
+  doc.table(headline[0], headline[1:])
+  if genotype:
+    doc.p(f"Search ({genotype['search_space']['name']} space): {genotype_lib.cost_savings(genotype)}.")
+
+  doc.h(2, "Teacher vs student")
   rows = [["parameters", f"{t_cost['params']:,}" if t_cost else "-", f"{summary['params']:,}" if summary else "-"],
           ["MFLOPs (multiply-accumulates)", f"{t_cost['flops'] / 1e6:.3f}" if t_cost else "-",
            f"{summary['flops'] / 1e6:.3f}" if summary else "-"],
@@ -154,9 +218,7 @@ def write_report(run_dir: str, commands: Dict[str, Optional[str]]) -> Dict[str, 
 
   if genotype:
     doc.h(2, "Searched architecture")
-    exact, maximum = genotype["cost"]["exact_child"], genotype["cost"]["max_width"]
-    doc.p(f"Search space {genotype['search_space']['name']}: the child has {exact['params']:,} parameters "
-          f"(maximum {maximum['params']:,}) and {exact['flops'] / 1e6:.3f} MFLOPs (maximum {maximum['flops'] / 1e6:.3f}).")
+    doc.p(f"Search space {genotype['search_space']['name']}: {genotype_lib.cost_savings(genotype)}.")
     doc.table(["block", "searched width", "maximum", "options", "probability of the choice"],
               [[b["name"], b["width"], b["width_options"][0], ", ".join(map(str, b["width_options"])),
                 f"{max(b['width_probs']):.2f}"] for b in genotype["blocks"]])
@@ -167,13 +229,16 @@ def write_report(run_dir: str, commands: Dict[str, Optional[str]]) -> Dict[str, 
               [[s["name"], "->", s["tutor"], f"{max(s['tutor_probs']):.2f}"] for s in genotype["student_layers"]])
 
   doc.h(2, "Training and search curves")
-  for stage, keys, title in (("teacher", ["val_clean_acc", "val_pgd_acc"], "Teacher: validation accuracy"),
-                             ("train", ["val_clean_acc", "val_pgd_acc"], "Student retraining: validation accuracy")):
+  teacher_manifest = _load(d("teacher", "teacher_manifest.json"))
+  for stage, record, title in (("teacher", teacher_manifest, "Teacher: validation accuracy"),
+                               ("train", summary, "Student retraining: validation accuracy")):
     state = _load(d(stage, "run_state.json"))
     if state and state.get("history"):
       path = d("report_files", f"{stage}_curves.png")
-      plots.write_png(path, plots.curves_png(state["history"], keys, title, ylabel="accuracy"))
-      doc.image(path, title)
+      plots.write_png(path, plots.curves_png(state["history"], ["val_clean_acc", "val_pgd_acc"], title,
+                                             ylabel="accuracy", labels=validation_labels(record),
+                                             chosen_epoch=(state.get("best") or {}).get("epoch")))
+      doc.image(path, f"{title}; the dashed line marks the checkpoint kept (best validation accuracy under attack)")
   doc.image(d("search", "search_curves.png"), "Search: width and tutor entropy (nats), temperature, expected MFLOPs")
 
   present = {k: v for k, v in evals.items() if v}
@@ -203,4 +268,4 @@ def write_report(run_dir: str, commands: Dict[str, Optional[str]]) -> Dict[str, 
   paths = {"markdown": d("report.md"), "html": d("report.html")}
   io_utils.atomic_write_text(paths["markdown"], doc.markdown())
   io_utils.atomic_write_text(paths["html"], doc.html("RNAS-CL run report"))
-  return paths
+  return {**paths, "headline": format_table(headline)}

@@ -4,8 +4,13 @@
 - accuracy does not rise with eps (tolerance `monotone_tolerance`);
 - every perturbation is within eps and every image in [0, 1] (tolerance `PERTURBATION_TOLERANCE`);
 - the worst case is at most the clean and every per-attack accuracy;
+- the model has a non-zero input gradient (`result["input_gradient"]`): an absent one (a step such
+  as tf.round on the input path) or an exactly zero one makes every gradient attack useless;
 - the black-box attack is not more successful than the best white-box one (tolerance
   `blackbox_tolerance`): if it is, gradients are masked and the white-box numbers overstate robustness.
+
+When either masking check fails, `mark_white_box_validity` marks every white-box number invalid;
+the black-box numbers are kept.
 """
 
 from typing import Optional
@@ -16,6 +21,17 @@ from rnascl_tf.evaluation.plan import BLACK_BOX, WHITE_BOX
 PERTURBATION_TOLERANCE = 1e-6
 # Exit status of the entry point when a sanity check fails (2 is bad input, 3 divergence).
 SANITY_EXIT_CODE = 4
+
+
+# The checks that find gradient masking; when one fails the white-box numbers are invalid.
+MASKING_CHECKS = ("input_gradient", "blackbox_not_stronger")
+_GRADIENT_DETAILS = {
+    "present": "the model has a non-zero input gradient",
+    "zero": ("the model's input gradient is exactly zero (e.g. a quantisation step under stop_gradient): gradient "
+             "masking, the white-box numbers are invalid"),
+    "absent": ("the model has no input gradient (a non-differentiable step such as tf.round on the input path): "
+               "the white-box attacks ran with a zero gradient, their numbers are invalid; the black-box ones stand"),
+}
 
 
 class SanityCheckError(RuntimeError):
@@ -112,6 +128,11 @@ def sanity_checks(result: dict, blackbox_only: Optional[int] = None) -> dict:
       not above, f"worst case {worst:.4f} exceeds {above}" if above else
       "the worst case is at most the clean and every per-attack accuracy", violations=above)
 
+  gradient = result.get("input_gradient")
+  checks["input_gradient"] = _check(
+      None if gradient is None else gradient == "present", _GRADIENT_DETAILS.get(gradient, "not probed"),
+      gradient=gradient)
+
   white = [e for e in result["attacks"] if e["family"] == WHITE_BOX and e["eps"] > 0]
   black = [e for e in result["attacks"] if e["family"] == BLACK_BOX]
   btol = blackbox_tolerance(n)
@@ -136,6 +157,27 @@ def sanity_checks(result: dict, blackbox_only: Optional[int] = None) -> dict:
 
   failed = [name for name, c in checks.items() if c["status"] == "fail"]
   return {"passed": not failed, "failed": failed, "checks": checks}
+
+
+def mark_white_box_validity(result: dict) -> None:
+  """Sets `result["white_box_valid"]` and, when a masking check failed, marks every white-box number.
+
+  Each white-box attack entry and eps-sweep point then gets "valid": False and an "invalid_reason";
+  "worst_case_white_box" too. The black-box numbers and the overall worst case (which includes them)
+  are kept.
+
+  Args:
+    result: an evaluation result with its "sanity" section (changed in place).
+  """
+  failed = [name for name in MASKING_CHECKS if name in result["sanity"]["failed"]]
+  result["white_box_valid"] = not failed
+  if not failed:
+    return
+  reason = (f"gradient masking ({', '.join(failed)} failed): the white-box attacks cannot follow the model's "
+            "gradient, so their accuracy overstates robustness")
+  for e in result["attacks"] + result["eps_sweep"]["points"] + [result["worst_case_white_box"]]:
+    if e.get("family", WHITE_BOX) == WHITE_BOX:
+      e.update(valid=False, invalid_reason=reason)
 
 
 def raise_for_sanity(result: dict, where: str = "") -> None:

@@ -270,7 +270,8 @@ class BlockNet(keras.Model):
       self.head_bn = batch_norm("head_bn", self.synchronized_bn)
       self._head_act = get_activation(space.stages[-1].activation)
     self.pool = keras.layers.GlobalAveragePooling2D(name="pool")
-    self.classifier = keras.layers.Dense(self.num_classes, name="classifier")
+    # float32 logits under a mixed policy: the losses, softmax and attacks read them (BUILD.md, mixed precision).
+    self.classifier = keras.layers.Dense(self.num_classes, dtype="float32", name="classifier")
     self._block_widths = [tuple(int(c) for c in w) for w in widths]
     self.build((None,) + self.image_shape)
 

@@ -61,12 +61,16 @@ class Supernet(blocks.BlockNet):
     self.seed = int(seed)
     self.initial_temperature = float(initial_temperature)
     # All state is created before `_make_layers` builds the model (Keras locks built layers).
+    # autocast=False: under a mixed policy the architecture parameters, the Gumbel samples and the masks
+    # drawn from them stay float32; only the masked activations are in the compute dtype.
     self.width_logits = [
-        self.add_weight(shape=(len(s.width_options),), initializer="zeros", name=f"width_logits_{s.name}")
+        self.add_weight(shape=(len(s.width_options),), initializer="zeros", name=f"width_logits_{s.name}",
+                        autocast=False)
         for s in specs]
     # Only blocks with a real choice get expansion logits; the others use the constant weight [1].
     self.expansion_logits = [
-        self.add_weight(shape=(len(s.expansions),), initializer="zeros", name=f"expansion_logits_{s.name}")
+        self.add_weight(shape=(len(s.expansions),), initializer="zeros", name=f"expansion_logits_{s.name}",
+                        autocast=False)
         for s in specs if len(s.expansions) > 1]
     self._expansion_index = {}
     for s in specs:
@@ -74,7 +78,7 @@ class Supernet(blocks.BlockNet):
         self._expansion_index[s.name] = len(self._expansion_index)
     self.temperature = self.add_weight(
         shape=(), initializer=keras.initializers.Constant(self.initial_temperature), trainable=False,
-        name="temperature")
+        name="temperature", autocast=False)
     self.seed_generator = keras.random.SeedGenerator(self.seed, name="gumbel_seed")
     self._make_layers(space, input_shape, num_classes, mean, std,
                       [(s.in_max, s.mid_max, s.out_max) for s in specs],

@@ -88,7 +88,8 @@ class _TapResNet(keras.Model):
         in_width = width * expansion
     self.final_bn = bn("final_bn") if self._preact else None
     self.pool = keras.layers.GlobalAveragePooling2D(name="pool")
-    self.classifier = keras.layers.Dense(self.num_classes, name="logits")
+    # float32 logits under a mixed policy: the losses, softmax and attacks read them (BUILD.md, mixed precision).
+    self.classifier = keras.layers.Dense(self.num_classes, dtype="float32", name="logits")
 
   def tap_names(self, kind: str = "conv") -> List[str]:
     """Ordered tap names of one kind.
@@ -134,8 +135,12 @@ class _TapResNet(keras.Model):
     return self(x, training=training, return_taps=True)
 
   def _base_config(self) -> Dict[str, Any]:
+    # No dtype policy, as for the supernet and the child: a model-level mixed policy would cast the pixels
+    # to bfloat16 / float16 in front of layers rebuilt in the loading process' policy. Loaded, the model
+    # computes in the policy active then (float32 unless a stage's mixed precision is on).
+    base = {k: v for k, v in super().get_config().items() if k != "dtype"}  # name, trainable
     return {
-        **super().get_config(),  # name, trainable, dtype policy
+        **base,
         "image_shape": list(self.image_shape),
         "num_classes": self.num_classes,
         "mean": list(self.normalizer.mean),

@@ -5,6 +5,7 @@ from typing import Any, Dict, List
 from rnascl_tf.runtime import artefacts as io_utils
 from rnascl_tf.configs import TUTOR_MAPS
 from rnascl_tf.errors import UserInputError
+from rnascl_tf.nas import search_space as ss
 
 SCHEMA = "rnascl_tf/genotype"
 VERSION = 1
@@ -57,6 +58,8 @@ def validate_genotype(g: Any, path: str = "<genotype>") -> None:
   if not isinstance(teacher_layers, list) or not teacher_layers:
     bad("'teacher.tap_layers' must list the teacher tap layers")
   names = [t["name"] if isinstance(t, dict) else t for t in teacher_layers]
+  if not isinstance(g["student_layers"], list) or not all(isinstance(s, dict) for s in g["student_layers"]):
+    bad("'student_layers' must be a list of {\"name\", \"tutor\", \"tutor_probs\"} objects")
   for s in g["student_layers"]:
     for key in ("name", "tutor", "tutor_probs"):
       if key not in s:
@@ -65,6 +68,28 @@ def validate_genotype(g: Any, path: str = "<genotype>") -> None:
       bad(f"student layer {s['name']}: tutor {s['tutor']!r} is not a teacher layer")
     if len(s["tutor_probs"]) != len(names):
       bad(f"student layer {s['name']}: {len(s['tutor_probs'])} tutor probabilities for {len(names)} teacher layers")
+  _check_student_layers(g, bad, path)
+
+
+def _check_student_layers(g: Dict[str, Any], bad, path: str) -> None:
+  """The tutor map must list exactly the child's student layers, in order: it is applied by position."""
+  definition = g["search_space"].get("definition") if isinstance(g["search_space"], dict) else None
+  if not isinstance(definition, dict):
+    bad("'search_space.definition' must hold the search space the child is built from")
+  space = ss.space_from_dict(definition, source=f"genotype {path!r}, search_space.definition")
+  expected = ss.student_layer_names(space)
+  found = [s["name"] for s in g["student_layers"]]
+  if found == expected:
+    return
+  missing = [n for n in expected if n not in found]
+  unknown = [n for n in found if n not in expected]
+  if missing or unknown:
+    detail = f"missing {missing}, unknown {unknown}"
+  else:
+    i = next(i for i, (a, b) in enumerate(zip(found, expected)) if a != b)
+    detail = f"entry {i} is {found[i]!r} where the child has {expected[i]!r} (the order differs)"
+  bad(f"'student_layers' does not match the student layers of the child (space {space.name!r}, "
+      f"student_layers={space.student_layers!r}; {len(found)} listed, {len(expected)} in the child): {detail}")
 
 
 def tutor_map(g: Dict[str, Any]) -> List[int]:
@@ -98,3 +123,19 @@ def ablation_tutor_map(g: Dict[str, Any], kind: str, seed: int = 0) -> List[int]
   if kind == "last_layer":
     return [n_t - 1] * n_s
   raise UserInputError(f"--tutor_map must be one of {', '.join(TUTOR_MAPS)}, got {kind!r}")
+
+
+def cost_savings(genotype: Dict[str, Any]) -> str:
+  """What the search saved: the child's exact cost against the supernet at maximum width, as a phrase.
+
+  >>> cost_savings({"cost": {"exact_child": {"params": 2000, "flops": 150000},
+  ...                          "max_width": {"params": 4000, "flops": 400000}}})
+  'the child has 2,000 parameters (maximum 4,000: 50% fewer) and 0.150 MFLOPs (maximum 0.400: 62% fewer)'
+  """
+  exact, maximum = genotype["cost"]["exact_child"], genotype["cost"]["max_width"]
+
+  def saved(key):
+    return f"{1 - exact[key] / maximum[key]:.0%} fewer" if maximum[key] and exact[key] < maximum[key] else "no saving"
+
+  return (f"the child has {exact['params']:,} parameters (maximum {maximum['params']:,}: {saved('params')}) and "
+          f"{exact['flops'] / 1e6:.3f} MFLOPs (maximum {maximum['flops'] / 1e6:.3f}: {saved('flops')})")

@@ -59,8 +59,9 @@ class SearchModel(NestedXlaJit, keras.Model):
     self.arch_optimizer = arch_optimizer
     self.num_student_layers = len(supernet.student_layer_names)
     self.num_teacher_layers = len(teacher.layer_names)
+    # autocast=False: architecture parameters stay float32 under a mixed policy (BUILD.md, mixed precision).
     self.tutor_logits = self.add_weight(shape=(self.num_student_layers, self.num_teacher_layers),
-                                        initializer="zeros", name="tutor_logits", trainable=True)
+                                        initializer="zeros", name="tutor_logits", trainable=True, autocast=False)
     self.tutor_seed = keras.random.SeedGenerator(seed + 7919)
     # Python flag, not a tensor: flipping it re-traces the step once (see WeightOnlyWarmup).
     self.update_arch = cfg.weight_only_epochs == 0
@@ -132,14 +133,17 @@ class SearchModel(NestedXlaJit, keras.Model):
         cost = self._expected_cost(parts)
         factor = resource_factor(cost, self.cfg)
         arch_loss = losses.replica_mean(per_example) * factor
-      self.arch_optimizer.apply(tape.gradient(arch_loss, arch_vars), arch_vars)
+        # Both optimisers are LossScaleOptimizers under fp16 (scale here, unscale in `apply`); else no-ops.
+        scaled_arch_loss = self.arch_optimizer.scale_loss(arch_loss)
+      self.arch_optimizer.apply(tape.gradient(scaled_arch_loss, arch_vars), arch_vars)
       self._trackers["arch_loss"].update_state(ops.mean(per_example) * factor)
       self._trackers["resource_factor"].update_state(factor)
     weight_vars = self.weight_variables()
     with tf.GradientTape() as tape:
       per_example, parts = self._objective(x_w, y_w, t_logits_w, t_energy_w, "gumbel", "masked")
       loss = losses.replica_mean(per_example)
-    self.optimizer.apply(tape.gradient(loss, weight_vars), weight_vars)
+      scaled_loss = self.optimizer.scale_loss(loss)
+    self.optimizer.apply(tape.gradient(scaled_loss, weight_vars), weight_vars)
     if cost is None:
       cost = self._expected_cost(parts)
     self._log(per_example, parts, y_w, cost)

@@ -252,8 +252,15 @@ def space_from_json(str_or_path: Union[str, os.PathLike], source: Optional[str] 
     source = f"{source} ({text})" if source else f"search space file {text}"
     if not os.path.isfile(text):
       raise UserInputError(f"{source}: file not found; expected a JSON search-space file")
-    with open(text, encoding="utf-8") as f:
-      text = f.read()
+    try:
+      with open(text, encoding="utf-8") as f:
+        text = f.read()
+    except UnicodeDecodeError as e:
+      raise UserInputError(f"{source}: not UTF-8 text (byte {e.start}: {e.object[e.start:e.start + 1]!r}); expected "
+                           "a JSON search-space file") from None
+    except OSError as e:
+      raise UserInputError(f"{source}: cannot read it ({e.strerror}); expected a readable JSON search-space "
+                           "file") from None
   try:
     d = json.loads(text)
   except json.JSONDecodeError as e:

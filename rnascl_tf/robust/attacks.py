@@ -3,7 +3,9 @@
 Threat model: models take pixel images in [0, 1] and normalise inside;
 eps, step sizes and clipping are in pixel units; the attacked `model_fn` must run the model with
 `training=False`. Every attack gets the TRUE labels (never `y=None`, which would attack the model's
-own predictions).
+own predictions). Under mixed precision the model casts the pixels to its compute dtype inside (its
+first layer); x, the gradient at x, the steps, the projection onto the eps-ball and the clipping stay
+float32 here, so eps holds exactly; this module's losses cast the logits to float32.
 
 cleverhans traps handled here (checked on cleverhans 4.0.0 / TF 2.21):
 - `cleverhans.tf2.utils.compute_gradient` is a module-level `tf.function` that takes `model_fn` and
@@ -193,6 +195,55 @@ def generate(model_fn: Callable, x, y, config: AttackConfig, x_start=None):
       best_loss = tf.where(take, loss, best_loss)
       best_fooled = tf.logical_or(best_fooled, fooled)
   return tf.stop_gradient(best)
+
+
+def input_gradient_status(model_fn: Callable, x, seed: int = 0) -> str:
+  """Whether gradient attacks can work on `model_fn` at all: its input gradient on the images `x`.
+
+  The gradient of a seeded random projection of the logits (a sum of logits could cancel, and the
+  gradient of a loss vanishes where softmax saturates) is taken with respect to `x`.
+
+  Args:
+    model_fn: images -> logits, inference mode.
+    x: a few images [B, H, W, C] in [0, 1] (any: the answer depends on the model's graph).
+    seed: seed of the projection.
+
+  Returns:
+    "present"; "zero" when it is exactly zero everywhere (e.g. a quantisation step under
+    `tf.stop_gradient`); "absent" when TF has none (a step without a gradient, e.g. `tf.round`, on
+    the input path): cleverhans and ART would fail on it, see `with_zero_gradient`.
+
+  Example:
+  >>> x = tf.fill([2, 4, 4, 1], 0.5)
+  >>> [input_gradient_status(fn, x) for fn in (lambda v: tf.reshape(v, [2, -1])[:, :3] * 2.0,
+  ...                                          lambda v: tf.reshape(tf.round(v * 255.0), [2, -1])[:, :3])]
+  ['present', 'absent']
+  """
+  x = tf.convert_to_tensor(x, tf.float32)
+  with tf.GradientTape() as tape:
+    tape.watch(x)
+    logits = tf.cast(model_fn(x), tf.float32)
+    objective = tf.reduce_sum(logits * tf.random.stateless_normal(tf.shape(logits), seed=[seed, 7]))
+  grad = tape.gradient(objective, x)
+  if grad is None:
+    return "absent"
+  return "present" if bool(tf.reduce_any(tf.not_equal(grad, 0.0))) else "zero"
+
+
+def with_zero_gradient(model_fn: Callable) -> Callable:
+  """`model_fn` whose input gradient is zero where it has none, with the same logits.
+
+  A model without an input gradient makes cleverhans fail (AttributeError on a None gradient) and
+  ART too; with a zero one the white-box attacks run and cannot move, as on any model that masks
+  its gradient, and the evaluation's checks report it.
+  """
+  def fn(images):
+    logits = model_fn(images)
+    # Pixels are finite (checked), so 0 * x is exactly 0: the logits are unchanged.
+    zero = tf.reduce_sum(tf.reshape(tf.cast(images, logits.dtype), [tf.shape(images)[0], -1]), -1,
+                         keepdims=True) * 0.0
+    return logits + zero
+  return fn
 
 
 def perturbation_norm(x_adv, x, norm: str):

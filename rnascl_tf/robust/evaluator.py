@@ -67,12 +67,24 @@ def batches(dataset: Iterable, max_examples: Optional[int] = None, where: str = 
     yield x, y
 
 
+def pad_batch(arrays: Sequence[np.ndarray], size: int) -> list:
+  """Pads every array along axis 0 to `size` rows by repeating its last row (valid pixels and labels).
+
+  >>> [a.tolist() for a in pad_batch([np.array([1, 2]), np.array([[3], [4]])], 4)]
+  [[1, 2, 2, 2], [[3], [4], [4], [4]]]
+  """
+  return [a if len(a) >= size else np.concatenate([a, np.repeat(a[-1:], size - len(a), axis=0)]) for a in arrays]
+
+
 class RobustEvaluator:
   """Clean and per-attack correctness of one model, with graphs compiled once.
 
   Build it once per model and reuse it (every epoch, every batch): one compiled graph per attack (and
-  one for the model) serves the whole run; eager PGD would pay Python overhead on every step, and the
-  last, smaller batch must not retrace (reduce_retracing).
+  one for the model) serves the whole run; eager PGD would pay Python overhead on every step. A batch
+  smaller than the largest one attacked so far (the last one of a split) is padded to that size for
+  the attacks and cut back before anything is counted, so each attack is traced once (a second
+  shape cost ~5 s per attack on CPU); attacks treat every example on its own, so the padding rows do
+  not change the real ones.
 
   Args:
     model_fn: callable images -> logits with `training=False`; differentiable for the attacks.
@@ -90,6 +102,7 @@ class RobustEvaluator:
     if len(set(self.labels)) != len(self.labels):
       raise UserInputError(f"robust_accuracy: configs contain duplicate attacks: {self.labels}")
     self._predict = tf.function(model_fn, reduce_retracing=True)
+    self._batch_size = 0  # The largest batch attacked so far: smaller ones are padded to it.
     # One model_fn object for every attack: cleverhans' gradient helper retraces per callable.
     self._attacks = [tf.function(functools.partial(attacks.generate, model_fn, config=c), reduce_retracing=True)
                      for c in self.configs]
@@ -114,19 +127,24 @@ class RobustEvaluator:
     """
     x = np.asarray(x, np.float32)
     y = np.asarray(y).astype(np.int32)
-    x_t, y_t = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
+    n = x.shape[0]
+    self._batch_size = max(self._batch_size, n)
+    x_pad, y_pad = pad_batch([x, y], self._batch_size)
+    x_t, y_t = tf.convert_to_tensor(x_pad), tf.convert_to_tensor(y_pad)
     probs = None
     for config, label, attack_fn in zip(self.configs, self.labels, self._attacks):
       start = time.perf_counter()
       if config.name == "trades_kl":
         if probs is None:
-          probs = tf.nn.softmax(self.predict(x) if clean_logits is None else clean_logits)
+          logits = self._predict(x_t) if clean_logits is None else pad_batch(
+              [np.asarray(clean_logits, np.float32)], self._batch_size)[0]
+          probs = tf.nn.softmax(logits)
         target = probs
       else:
         target = y_t
       x_adv = attack_fn(x_t, target)
-      correct = np.argmax(np.asarray(self._predict(x_adv)), -1) == y
-      yield AttackOutcome(config, label, np.asarray(x_adv, np.float32), correct, time.perf_counter() - start)
+      correct = np.argmax(np.asarray(self._predict(x_adv))[:n], -1) == y  # The padding is never counted.
+      yield AttackOutcome(config, label, np.asarray(x_adv, np.float32)[:n], correct, time.perf_counter() - start)
 
   def evaluate(self, dataset: Iterable, max_examples: Optional[int] = None) -> dict:
     """See `robust_accuracy`."""

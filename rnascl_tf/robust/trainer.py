@@ -181,8 +181,11 @@ class RobustTrainer(NestedXlaJit, keras.Model):
       if distil:
         per_example = per_example + self._distillation(kd_logits, taps, t_out)
       loss = losses.replica_mean(per_example)
+      # fp16: a LossScaleOptimizer (`driver.Session.loss_scaled`) multiplies the loss here and divides the
+      # gradients in `apply`; other optimisers return the loss unchanged.
+      scaled_loss = self.optimizer.scale_loss(loss)
     variables = self.net.trainable_variables
-    grads = tape.gradient(loss, variables)
+    grads = tape.gradient(scaled_loss, variables)
     self.optimizer.apply(grads, variables)
     self.loss_tracker.update_state(ops.mean(per_example))
     if logits is not None:

@@ -1,9 +1,10 @@
-"""Atomic, validated file I/O for artefacts (JSON, text, Keras models)."""
+"""Atomic, validated file I/O for artefacts (JSON, text, Keras models), and output-folder checks."""
 
 import json
 import os
 import tempfile
-from typing import Any, Callable
+import zipfile
+from typing import Any, Callable, Optional
 
 from rnascl_tf.errors import UserInputError
 from rnascl_tf.models.registry import register_serializables
@@ -20,11 +21,66 @@ def _atomic_write(path: str, write_fn: Callable[[str], None], suffix: str = "") 
   os.close(fd)
   try:
     write_fn(tmp)
+    # mkstemp makes the file 0600; an artefact gets the mode any new file gets (0666 less the umask).
+    os.chmod(tmp, 0o666 & ~current_umask())
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
       os.remove(tmp)
     raise
+
+
+def current_umask() -> int:
+  """The process's umask (reading it means setting it, so it is set straight back)."""
+  mask = os.umask(0o022)
+  os.umask(mask)
+  return mask
+
+
+def check_writable_dir(path: Optional[str], flag: str) -> None:
+  """Refuses an output folder that cannot be created or written, before any work starts.
+
+  Nothing is left behind: a missing folder is not created (a run that then fails on other bad
+  input leaves no empty folder); a probe file is created in the folder or, if it does not exist
+  yet, in its nearest existing parent, and removed at once. None or "" is not checked (the
+  caller's own validation names a missing value).
+
+  Args:
+    path: the folder the command will write into.
+    flag: the flag that named it, for the message (e.g. "--model_dir").
+
+  Raises:
+    UserInputError: `path` or one of its parents is a file, or the folder that would hold the
+      new files cannot be written.
+
+  Example:
+  >>> import tempfile
+  >>> check_writable_dir(os.path.join(tempfile.gettempdir(), "not", "yet", "made"), "--model_dir")
+  >>> check_writable_dir(__file__ + "/run", "--model_dir")  # doctest: +ELLIPSIS
+  Traceback (most recent call last):
+  ...
+  rnascl_tf.errors.UserInputError: --model_dir: cannot create '...artefacts.py/run': '...artefacts.py' is a file, ...
+  """
+  if not path:
+    return
+  target = existing = os.path.normpath(path)  # Not made absolute: messages name paths as the user wrote them.
+  while not os.path.isdir(existing):
+    if os.path.lexists(existing):
+      what = f"{path!r} is a file" if existing == target else f"cannot create {path!r}: {existing!r} is a file"
+      raise UserInputError(f"{flag}: {what}, not a folder; expected a folder to write into")
+    existing = os.path.dirname(existing) or os.curdir
+  name_max = os.pathconf(existing, "PC_NAME_MAX") if hasattr(os, "pathconf") else 255
+  too_long = [n for n in os.path.relpath(target, existing).split(os.sep) if len(os.fsencode(n)) > name_max]
+  if too_long:
+    raise UserInputError(f"{flag}: the folder name {too_long[0][:40]!r}... in it is longer than {name_max} bytes; "
+                         "expected a valid folder path")
+  try:
+    fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=existing)
+    os.close(fd)
+    os.remove(probe)
+  except OSError as e:
+    where = repr(path) if existing == target else f"{existing!r} (to create {path!r} in it)"
+    raise UserInputError(f"{flag}: cannot write into {where}: {e.strerror}; expected a writable folder") from None
 
 
 def atomic_write_text(path: str, text: str) -> None:
@@ -102,11 +158,17 @@ def load_keras_model(path: str, what: str = "model"):
   import keras  # Local import: keeps this module importable without TF for pure-JSON users.
 
   register_serializables()  # safe_mode only rebuilds registered classes.
+  expected = "expected a Keras 3 model saved with model.save('x.keras')"
+  if os.path.isdir(path):
+    raise UserInputError(f"{what}: {path!r} is a directory, not a .keras file; {expected}")
   if not os.path.isfile(path):
     raise UserInputError(f"{what}: no such file: {path!r}")
   if not path.endswith(".keras"):
-    raise UserInputError(
-        f"{what}: {path!r} is not a .keras file (expected a Keras 3 model saved with model.save('x.keras'))")
+    raise UserInputError(f"{what}: {path!r} is not a .keras file ({expected})")
+  # Keras reports any file that is not a zip as "File not found"; a .keras file is a zip archive.
+  if not zipfile.is_zipfile(path):
+    raise UserInputError(f"{what}: {path!r} is not a valid .keras archive (not a zip file: truncated, corrupt or "
+                         f"of another kind); {expected}")
   try:
     return keras.saving.load_model(path, compile=False, safe_mode=True)
   except Exception as e:  # Keras raises many types for corrupt or foreign files.

@@ -7,9 +7,10 @@ fingerprint, epochs completed, best metric, per-epoch history). Re-running with 
 
 import json
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import tensorflow as tf
+from absl import logging
 
 from rnascl_tf.runtime import artefacts as io_utils
 from rnascl_tf.configs import fingerprint_differences
@@ -52,6 +53,38 @@ def flat_variables(trackables: Dict[str, Any]) -> Dict[str, Any]:
 def _normalise(obj: Any) -> Any:
   # Round-trip through JSON so tuples/lists and floats compare the same before and after saving.
   return json.loads(json.dumps(obj, default=str))
+
+
+def rolled_back_state(state: Dict[str, Any], epochs: int) -> Dict[str, Any]:
+  """The run state as it was after `epochs` epochs: later history rows dropped, the best metric re-derived.
+
+  Args:
+    state: a run state (history rows carry their "epoch" and the logged metrics).
+    epochs: the epoch count to roll back to.
+
+  Returns:
+    A new state dict; a "best" entry ({"metric", "value", "epoch", "metrics"}) of a dropped epoch is
+    replaced by the best of the kept rows (the first of equal values, as `RobustValidation` keeps it).
+
+  Example:
+  >>> rows = [{"epoch": 1, "acc": .5}, {"epoch": 2, "acc": .4}, {"epoch": 3, "acc": .7}]
+  >>> s = {"epochs_completed": 3, "history": rows,
+  ...      "best": {"metric": "acc", "value": .7, "epoch": 3, "metrics": {"acc": .7}}}
+  >>> r = rolled_back_state(s, 2)
+  >>> r["epochs_completed"], len(r["history"]), r["best"]["epoch"], r["best"]["value"]
+  (2, 2, 1, 0.5)
+  """
+  history = [row for row in state.get("history", []) if row.get("epoch", 0) <= epochs]
+  out = {**state, "epochs_completed": epochs, "history": history}
+  best = state.get("best")
+  if isinstance(best, dict) and best.get("epoch", 0) > epochs:
+    metric = best.get("metric")
+    rows = [row for row in history if metric in row]
+    top = max(rows, key=lambda row: row[metric], default=None)  # max() keeps the first of equal values.
+    out["best"] = None if top is None else {
+        "metric": metric, "value": top[metric], "epoch": top["epoch"],
+        "metrics": {k: top[k] for k in best.get("metrics", {}) if k in top}}
+  return out
 
 
 class Checkpointer:
@@ -119,19 +152,43 @@ class Checkpointer:
     done = int(state.get("epochs_completed", 0))
     # The checkpoint of the epoch the run state records, not simply the newest: a kill between
     # writing checkpoint k+1 and the run state must resume at epoch k with epoch-k weights.
-    matching = [p for p in self._manager.checkpoints if p.endswith(f"-{done}")]
-    latest = matching[-1] if matching else None
+    latest = self._checkpoint_of(done)
     if latest is None:
       if done:
         raise UserInputError(f"--model_dir {self.model_dir!r}: run_state.json says {done} epochs are done but "
                              f"their checkpoint is missing from ckpt/; use a new --model_dir")
       return 0
-    try:
-      self._ckpt.restore(latest).assert_consumed()
-    except (AssertionError, ValueError, tf.errors.OpError) as e:
-      raise UserInputError(f"checkpoint {latest!r} does not match this model ({e}); use a new --model_dir") from e
+    error = self._try_restore(latest)
+    if error is not None:
+      # A corrupt newest checkpoint (disk full, a copy cut short) while the one before is intact:
+      # resume from the earlier epoch instead of refusing the whole run.
+      earlier = [n for n in self._numbers() if n < done]
+      if not earlier or self._try_restore(self._checkpoint_of(earlier[-1])) is not None:
+        raise UserInputError(f"checkpoint {latest!r} cannot be restored ({error}); use a new --model_dir") from error
+      logging.warning("checkpoint %r cannot be restored (%s); resuming from the intact checkpoint of epoch %d "
+                      "instead (epochs %d-%d will be trained again)", latest, error, earlier[-1], earlier[-1] + 1,
+                      done)
+      done, state = earlier[-1], rolled_back_state(state, earlier[-1])
+      if self.write:
+        io_utils.atomic_write_json(self.state_path, state)
     self.state = state
     return done
+
+  def _numbers(self) -> List[int]:
+    """Epoch numbers of the kept checkpoints, ascending."""
+    return sorted(int(p.rsplit("-", 1)[1]) for p in self._manager.checkpoints)
+
+  def _checkpoint_of(self, epochs: int) -> Optional[str]:
+    matching = [p for p in self._manager.checkpoints if p.endswith(f"-{epochs}")]
+    return matching[-1] if matching else None
+
+  def _try_restore(self, path: str) -> Optional[Exception]:
+    """Restores `path` into the trackables; returns the error instead of raising it."""
+    try:
+      self._ckpt.restore(path).assert_consumed()
+    except (AssertionError, ValueError, IndexError, tf.errors.OpError) as e:  # IndexError: a truncated data file.
+      return e
+    return None
 
   def save(self, epochs_completed: int, extra: Optional[Dict[str, Any]] = None) -> None:
     """Writes the checkpoint for `epochs_completed`, then the run state (atomically)."""

@@ -8,7 +8,9 @@ and the retraining run: it keeps the best checkpoint by validation PGD accuracy 
 split) and the last one, and evaluates both on test.
 """
 
+import contextlib
 import dataclasses
+import json
 import os
 import time
 from typing import Callable, Dict, List, Optional, Tuple
@@ -16,9 +18,11 @@ from typing import Callable, Dict, List, Optional, Tuple
 import keras
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from rnascl_tf.configs import DistillConfig, OptimConfig, RobustConfig, RunConfig
 from rnascl_tf.data import DataSplits
+from rnascl_tf.errors import UserInputError
 from rnascl_tf.robust import attacks
 from rnascl_tf.robust.evaluator import RobustEvaluator
 from rnascl_tf.robust.trainer import RobustTrainer
@@ -29,14 +33,27 @@ from rnascl_tf.runtime import distribute
 from rnascl_tf.runtime import optimizers
 from rnascl_tf.runtime import xla
 
+# --mixed_precision -> the Keras dtype policy the networks are built under (BUILD.md, mixed precision).
+PRECISION_POLICIES = {"off": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+_FP16_ON_CPU_WARNING = ("--mixed_precision=fp16 on CPU only (%s): float16 kernels are emulated there, slower than "
+                        "float32, and their reductions accumulate in float16. fp16 is meant for GPUs; on CPU use "
+                        "off or bf16.")
+
 STAGE_TITLES = {"train_teacher": "teacher training", "search": "search", "train": "retraining"}
+
+# Flags that only say where files are or how much is printed: they never change a result, so a
+# finished stage may be rerun with other values of them.
+INCIDENTAL_FLAGS = ("model_dir", "verbose", "data_dir", "cache_dir", "download")
 
 # Make callbacks once the checkpoint is restored: (stage callbacks, extra run state to save each epoch).
 CallbackFactory = Callable[[dict], Tuple[List[keras.callbacks.Callback], Optional[Callable[[], dict]]]]
 
 
 class Session:
-  """A run's seed, folder, strategy and chief role, set up once for one stage.
+  """A run's seed, folder, strategy, chief role and precision, set up once for one stage.
+
+  Build the networks and optimisers inside `scope()`: the strategy's scope under the run's Keras dtype
+  policy, so every layer built there keeps that precision and nothing built after it does.
 
   Args:
     run: run control (model_dir, epochs, seed, strategy...).
@@ -47,16 +64,43 @@ class Session:
     self.t0 = time.time()
     self.run = run
     keras.utils.set_random_seed(run.seed)
-    os.makedirs(run.model_dir, exist_ok=True)
     self.strategy = distribute.make_strategy(run.strategy, run.num_gpus)
     distribute.check_global_batch(batch_size, self.strategy)
     self.chief = distribute.is_chief(self.strategy)
 
+  @contextlib.contextmanager
+  def scope(self):
+    """`strategy.scope()` with the run's dtype policy as Keras' global one, restored on exit (errors too).
+
+    Layers take the global policy when they are built, so what is built here computes in the run's
+    precision (variables float32 in every policy) and keeps it after the exit; the restore keeps the
+    policy from leaking into later stages of one process (and into other tests).
+    """
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(PRECISION_POLICIES[self.run.mixed_precision])
+    try:
+      with self.strategy.scope():
+        yield
+    finally:
+      keras.config.set_dtype_policy(previous)
+
+  def loss_scaled(self, optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:
+    """`optimizer` in a dynamic `LossScaleOptimizer` under fp16, else itself.
+
+    Build, compile and checkpoint the returned optimiser: its variables hold the loss scale, so a resumed
+    run continues with it. The train steps scale their loss with `optimizer.scale_loss` and `apply`
+    unscales, skipping steps with non-finite gradients. Passing the wrapper to `compile` also stops Keras
+    from wrapping an unbuilt one of its own under a mixed_float16 model.
+    """
+    if self.run.mixed_precision != "fp16":
+      return optimizer
+    return keras.optimizers.LossScaleOptimizer(optimizer)
+
   def optimizer(self, cfg: OptimConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    """The weight optimiser (call inside `strategy.scope()`), learning rate scaled if asked."""
+    """The weight optimiser (call inside `scope()`), learning rate scaled if asked, loss-scaled under fp16."""
     cfg = dataclasses.replace(cfg, learning_rate=distribute.scaled_learning_rate(
         cfg.learning_rate, self.strategy, self.run.scale_lr_with_replicas))
-    return optimizers.make_optimizer(cfg, self.run.epochs * steps_per_epoch, steps_per_epoch)
+    return self.loss_scaled(optimizers.make_optimizer(cfg, self.run.epochs * steps_per_epoch, steps_per_epoch))
 
   def fit(self, model: keras.Model, stage: str, fingerprint: dict, trackables: Dict[str, object],
           dataset_at: Callable[[int], tf.data.Dataset], steps_per_epoch: int, make_callbacks: CallbackFactory,
@@ -81,7 +125,12 @@ class Session:
       The `Checkpointer` (its `state` holds the history).
     """
     run = self.run
-    xla.warn_if_xla_on_cpu(run.jit_compile, xla.replica_devices(self.strategy))
+    devices = xla.replica_devices(self.strategy)
+    xla.warn_if_xla_on_cpu(run.jit_compile, devices)
+    if run.mixed_precision == "fp16" and all(":CPU:" in d.upper() for d in devices):
+      logging.warning(_FP16_ON_CPU_WARNING, ", ".join(devices))
+    # Made only now: a stage that fails on bad input while it loads data and models leaves no folder.
+    os.makedirs(run.model_dir, exist_ok=True)
     ckpt = custom_loop.checkpointer_for(self.strategy, run.model_dir, stage, fingerprint, trackables)
     start_epoch = ckpt.restore()
     if start_epoch == 0 and on_fresh_start is not None:
@@ -100,15 +149,56 @@ class Session:
     data = dataset_at(start_epoch * steps_per_epoch)
     if distribute.is_multi_worker(self.strategy):  # Keras 3 fit fails there: the same step in our own loop.
       custom_loop.run_epochs(self.strategy, model, data, steps_per_epoch, start_epoch, run.epochs, callbacks,
-                             step=step, logs_fn=logs_fn, verbose=run.verbose if self.chief else 0,
+                             step=step, logs_fn=logs_fn, verbose=run.keras_verbose() if self.chief else 0,
                              jit_compile=run.jit_compile)
     else:
       model.fit(data, epochs=run.epochs, initial_epoch=start_epoch, steps_per_epoch=steps_per_epoch,
-                callbacks=callbacks, verbose=run.verbose)
+                callbacks=callbacks, verbose=run.keras_verbose())
     return ckpt
 
   def seconds(self) -> float:
     return time.time() - self.t0
+
+
+def refuse_finished_with_other_settings(run: RunConfig, stage: str, provenance_path: str,
+                                        flag_record: Optional[dict]) -> None:
+  """Refuses to redo the end of a finished stage with settings other than those its files record.
+
+  Rerunning a finished stage (all its epochs done) re-derives its files from the saved checkpoint;
+  with other settings its provenance would claim values the run never used (--epochs=2 after 4
+  epochs, another --learning_rate). Call it before any work: it reads the run state and the
+  provenance file and changes nothing.
+
+  Args:
+    run: this run's control settings.
+    stage: the checkpoint stage name ("train_teacher", "search", "train").
+    provenance_path: the stage's file recording its "flags" (teacher_manifest.json, ...); may be missing.
+    flag_record: this run's flags (None from the Python API: only the epochs are compared).
+
+  Raises:
+    UserInputError: "already done with other settings: ...", naming each difference.
+  """
+  state_path = os.path.join(run.model_dir, "run_state.json")  # The `Checkpointer`'s run state.
+  if not os.path.isfile(state_path):
+    return
+  state = io_utils.read_json(state_path, f"run state of --model_dir {run.model_dir!r}")
+  if not isinstance(state, dict) or state.get("stage") != stage:
+    return  # Not this stage's folder: the `Checkpointer` says what is wrong.
+  done = int(state.get("epochs_completed", 0))
+  if done < run.epochs:  # Not finished: resuming it (or training it longer) is fine.
+    return
+  diffs = [f"--epochs: {done} done, now {run.epochs}"] if done != run.epochs else []
+  provenance = io_utils.read_json(provenance_path, "provenance file") if os.path.isfile(provenance_path) else {}
+  recorded = provenance.get("flags") if isinstance(provenance, dict) else None
+  recorded = recorded if isinstance(recorded, dict) else {}
+  now = json.loads(json.dumps(flag_record or {}, default=str))
+  for name in sorted(set(recorded) & set(now) - set(INCIDENTAL_FLAGS) - {"epochs"}):
+    if recorded[name] != now[name]:
+      diffs.append(f"--{name}: recorded {recorded[name]!r}, now {now[name]!r}")
+  if diffs:
+    raise UserInputError(f"--model_dir {run.model_dir!r}: the {STAGE_TITLES.get(stage, stage)} is already done with "
+                         f"other settings: {'; '.join(diffs)}. Nothing was changed: rerun with the recorded settings "
+                         "or use a new --model_dir")
 
 
 class CleanPgdEvaluator:
@@ -158,7 +248,7 @@ def fit_robust(run: RunConfig, splits: DataSplits, robust: RobustConfig, optim_c
   """
   session = Session(run, splits.config.batch_size)
   steps_per_epoch = run.steps_per_epoch or splits.steps_per_epoch("train_full")
-  with session.strategy.scope():
+  with session.scope():
     net, teacher = build()
     net(np.zeros((1,) + tuple(splits.info.input_shape), "float32"))
     trainer = RobustTrainer(net, robust, seed=run.seed, teacher=teacher, distill=distill)

@@ -58,6 +58,33 @@ def warm_start_from_search(child: child_lib.ChildNet, g: dict, info, search_dir:
   child_lib.warm_start_from_supernet(child, supernet)
 
 
+def teacher_source(g: dict, teacher: TeacherConfig, path: str, objective: str) -> Optional[str]:
+  """Checks, before any work, the teacher a distilling objective needs; returns how messages name it.
+
+  Args:
+    g: the genotype.
+    teacher: the teacher config (its path, from --teacher_path, wins over the genotype's record).
+    path: the genotype file, for messages.
+    objective: the --objective that needs the teacher, for messages.
+
+  Returns:
+    None for --teacher_path (`load_teacher`'s default naming); for the path the genotype records,
+    a name that says so and how to override it.
+  """
+  if teacher.path:
+    return None
+  recorded = g["teacher"].get("path")
+  if not recorded:
+    raise UserInputError(f"--objective={objective} needs a teacher: genotype {path!r} records none; "
+                         "pass --teacher_path")
+  source = f"teacher recorded in genotype {path!r}"
+  if not os.path.isfile(recorded):
+    why = "is a directory, not a .keras file" if os.path.isdir(recorded) else "does not exist (moved or deleted?)"
+    raise UserInputError(f"{source}: {recorded!r} {why}; pass --teacher_path=<teacher .keras> to use a teacher "
+                         "file at another place")
+  return f"{source} (--teacher_path overrides it)"
+
+
 def retrain(run: RunConfig, data_cfg: DataConfig, robust: RobustConfig, optim_cfg: OptimConfig,
             retrain_cfg: RetrainConfig, distill: DistillConfig, teacher: TeacherConfig,
             flag_record: Optional[dict] = None) -> dict:
@@ -75,19 +102,19 @@ def retrain(run: RunConfig, data_cfg: DataConfig, robust: RobustConfig, optim_cf
     The summary dict (also written to train_summary.json).
   """
   genotype_path = retrain_cfg.genotype
+  driver.refuse_finished_with_other_settings(run, "train", os.path.join(run.model_dir, "train_summary.json"),
+                                             flag_record)
   robust = dataclasses.replace(robust, mode=retrain_cfg.adv_mode)
   distill = retrain_cfg.distill_for_objective(distill)
   g = genotype_lib.load_genotype(genotype_path)
+  distil = distill.lambda_kd > 0 or distill.gamma_cl > 0
+  teacher_file = teacher.path or g["teacher"].get("path")
+  source = teacher_source(g, teacher, genotype_path, retrain_cfg.objective) if distil else None
   splits = load_splits(data_cfg)
   info = splits.info
   check_genotype_matches_data(g, info, genotype_path)
   tmap = genotype_lib.ablation_tutor_map(g, retrain_cfg.tutor_map, seed=run.seed)
   teacher_layers = [t["name"] for t in g["teacher"]["tap_layers"]]
-  teacher_file = teacher.path or g["teacher"].get("path")
-  distil = distill.lambda_kd > 0 or distill.gamma_cl > 0
-  if distil and not teacher_file:
-    raise UserInputError(f"--objective={retrain_cfg.objective} needs a teacher: the genotype records none; "
-                         "pass --teacher_path")
   distill = dataclasses.replace(distill, tutor_map=tuple(tmap)) if distil else None
 
   def build():
@@ -95,7 +122,7 @@ def retrain(run: RunConfig, data_cfg: DataConfig, robust: RobustConfig, optim_cf
     taps = None
     if distil:
       _, taps = teacher_io.load_teacher(teacher_file, info.input_shape, info.num_classes, teacher_layers,
-                                        assume_pixel_input=teacher.assume_pixel_input)
+                                        assume_pixel_input=teacher.assume_pixel_input, source=source)
     return student, taps
 
   after_build = None

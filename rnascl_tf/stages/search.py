@@ -23,6 +23,12 @@ from rnascl_tf.nas.search_model import SearchModel, TemperatureSchedule, WeightO
 from rnascl_tf.stages import driver
 
 
+# The search curves, one panel per unit.
+SEARCH_PANELS = (("architecture entropies", ("width_entropy", "tutor_entropy"), "entropy (nats)"),
+                 ("Gumbel-softmax temperature", ("temperature",), "temperature"),
+                 ("expected cost of the sampled child", ("exp_mflops",), "MFLOPs"))
+
+
 def _teacher_manifest_for(path: str, model, taps, dataset: str) -> dict:
   """The teacher's manifest: the one beside the teacher file if valid, else one made now."""
   beside = os.path.join(os.path.dirname(os.path.abspath(path)), "teacher_manifest.json")
@@ -51,18 +57,21 @@ def run_search(run: RunConfig, data_cfg: DataConfig, optim_cfg: OptimConfig, cfg
   if not teacher.path:
     raise UserInputError("--teacher_path is required: the teacher .keras file (e.g. from "
                          "python -m rnascl_tf.train_teacher)")
+  genotype_path = os.path.join(run.model_dir, "genotype.json")
+  driver.refuse_finished_with_other_settings(run, "search", genotype_path, flag_record)
   session = driver.Session(run, data_cfg.batch_size)
   splits = load_splits(data_cfg)
   info = splits.info
   space = dataclasses.replace(ss.resolve_space(cfg.space), student_layers=cfg.student_layers)
   steps_per_epoch = run.steps_per_epoch or splits.steps_per_epoch("weight")
-  with session.strategy.scope():
+  with session.scope():  # The run's precision for the teacher, the supernet and both optimisers.
     teacher_model, taps = teacher_io.load_teacher(teacher.path, info.input_shape, info.num_classes, teacher.layers,
                                                   assume_pixel_input=teacher.assume_pixel_input)
     supernet = Supernet(space, info.input_shape, info.num_classes, info.mean, info.std, seed=run.seed,
                         synchronized_bn=run.sync_bn, initial_temperature=cfg.tau0)
     supernet(np.zeros((1,) + tuple(info.input_shape), "float32"))
-    arch_opt = keras.optimizers.Adam(cfg.arch_learning_rate, weight_decay=cfg.arch_weight_decay or None)
+    arch_opt = session.loss_scaled(keras.optimizers.Adam(cfg.arch_learning_rate,
+                                                         weight_decay=cfg.arch_weight_decay or None))
     model = SearchModel(supernet, taps, cfg, arch_opt, seed=run.seed)
     w_opt = session.optimizer(optim_cfg, steps_per_epoch)
     w_opt.build(model.weight_variables())  # Pre-built, each on its own variables (docs/keras_notes.md notes 2-3).
@@ -86,7 +95,6 @@ def run_search(run: RunConfig, data_cfg: DataConfig, optim_cfg: OptimConfig, cfg
       steps_per_epoch, make_callbacks, logs_fn=logs)
 
   genotype = derive_genotype(supernet, model, space, info, manifest, run.seed, flag_record or {})
-  genotype_path = os.path.join(run.model_dir, "genotype.json")
   history = ckpt.state.get("history", [])
   if session.chief:
     genotype_lib.save_genotype(genotype_path, genotype)
@@ -134,21 +142,18 @@ def _write_figures(model_dir: str, genotype: dict, model, history, step: int) ->
                   plots.widths_png([b["name"] for b in blocks], [b["width"] for b in blocks],
                                    [b["width_options"][0] for b in blocks]), writer, "widths", step)
   if history:
-    plots.write_png(os.path.join(model_dir, "search_curves.png"),
-                    plots.curves_png(history, ["width_entropy", "tutor_entropy", "temperature", "exp_mflops"],
-                                     "Search: entropies, temperature, E[MFLOPs]"), writer, "search_curves", step)
+    plots.write_png(os.path.join(model_dir, "search_curves.png"), plots.panels_png(history, SEARCH_PANELS, "Search"),
+                    writer, "search_curves", step)
 
 
 def summarise(out: dict) -> str:
   """A short human summary of a finished search: widths, tutor map, cost vs maximum, entropies."""
   g = out["genotype"]
   widths = " ".join(f"{b['width']}/{b['width_options'][0]}" for b in g["blocks"])
-  exact, maximum = g["cost"]["exact_child"], g["cost"]["max_width"]
   tutors = ", ".join(f"{s['name']}->{s['tutor']}" for s in g["student_layers"])
   lines = [f"genotype: {out['genotype_path']}",
            f"widths (chosen/max): {widths}",
-           f"child: {exact['flops'] / 1e6:.3f} MFLOPs (max {maximum['flops'] / 1e6:.3f}), "
-           f"{exact['params'] / 1e6:.4f} M params (max {maximum['params'] / 1e6:.4f})",
+           f"saved by the search: {genotype_lib.cost_savings(g)}",
            f"tutor map: {tutors}"]
   if out["history"]:
     ent = " ".join(f"{h['tutor_entropy']:.3f}" for h in out["history"] if "tutor_entropy" in h)

@@ -28,6 +28,8 @@ def train_teacher(run: RunConfig, data_cfg: DataConfig, robust: RobustConfig, op
   Returns:
     A summary dict (paths, test metrics, best epoch, wall time).
   """
+  manifest_path = os.path.join(run.model_dir, "teacher_manifest.json")
+  driver.refuse_finished_with_other_settings(run, "train_teacher", manifest_path, flag_record)
   splits = load_splits(data_cfg)
   info = splits.info
 
@@ -51,7 +53,6 @@ def train_teacher(run: RunConfig, data_cfg: DataConfig, robust: RobustConfig, op
       "dataset": info.name, "metrics": metrics, "flags": flag_record or {}, "seed": run.seed,
       "robust_training": {"mode": robust.mode, "eps": robust.eps, "step_size": robust.step_size,
                           "steps": robust.steps}})
-  manifest_path = os.path.join(run.model_dir, "teacher_manifest.json")
   if out["is_chief"]:  # Multi-worker: only the chief writes.
     io_utils.atomic_write_json(manifest_path, manifest)
   return {"teacher_path": best_path, "manifest_path": manifest_path, "test": test, "test_attack": test["attack"],

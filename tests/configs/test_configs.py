@@ -39,11 +39,22 @@ def test_configs_import_without_tensorflow():
     (lambda: RetrainConfig(genotype="g.json", tutor_map="diagonal"), "--tutor_map"),
     (lambda: OptimConfig(learning_rate=0.0), "--learning_rate"),
     (lambda: RunConfig(model_dir=""), "--model_dir"),
+    (lambda: RunConfig(model_dir="a", verbose=3), "--verbose"),
+    (lambda: RunConfig(model_dir="a", verbose="bar"), "--verbose"),
     (lambda: DataConfig(dataset="mnist"), "--dataset"),
 ])
 def test_bad_values_name_their_flag(make, flag):
   with pytest.raises(UserInputError, match=flag):
     make()
+
+
+def test_auto_verbosity_is_a_bar_on_a_terminal_and_one_line_per_epoch_elsewhere(monkeypatch):
+  auto = RunConfig(model_dir="a")
+  assert auto.verbose == "auto"
+  monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+  assert auto.keras_verbose() == 1 and RunConfig(model_dir="a", verbose=2).keras_verbose() == 2
+  monkeypatch.setattr(sys.stdout, "isatty", lambda: False)  # A pipe or a log file: no bar.
+  assert auto.keras_verbose() == 2 and RunConfig(model_dir="a", verbose=1).keras_verbose() == 1
 
 
 def test_one_pixel_rule_for_every_budget():

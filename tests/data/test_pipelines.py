@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from rnascl_tf.configs import DataConfig
 from rnascl_tf.data import load_splits
-from rnascl_tf.data.pipelines import augment_fn
+from rnascl_tf.data.pipelines import augment_batch, augment_fn
 from rnascl_tf.errors import UserInputError
 
 
@@ -89,6 +89,82 @@ def test_augment_fn_is_a_padded_crop_and_maybe_flip(flip):
   assert len(seen) > 5  # Per-element seeds give different crops.
   if flip:
     assert any(i >= 9 for i in seen) and any(i < 9 for i in seen)
+
+
+def _crop_counts(out, candidates):
+  counts = np.zeros(len(candidates), int)
+  for image in out:
+    matches = [i for i, c in enumerate(candidates) if np.array_equal(image, c)]
+    assert matches, "augmented image is not a padded crop (or its mirror)"
+    counts[matches[0]] += 1
+  return counts
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_augment_batch_draws_padded_crops_uniformly(flip):
+  image = np.arange(8 * 8 * 3, dtype=np.uint8).reshape(8, 8, 3)
+  n = 1800
+  r = tf.constant(np.random.default_rng(0).integers(0, 2 ** 32, n), tf.int64)
+  out, labels = augment_batch(tf.constant(np.repeat(image[None], n, 0)), tf.range(n), r, size=8, pad=1, flip=flip)
+  assert out.dtype == tf.float32 and out.shape == (n, 8, 8, 3)
+  np.testing.assert_array_equal(labels.numpy(), np.arange(n))
+  padded = np.pad(image.astype(np.float32) / 255.0, [(1, 1), (1, 1), (0, 0)])
+  candidates = [padded[dy:dy + 8, dx:dx + 8] for dy in range(3) for dx in range(3)]
+  if flip:
+    candidates += [c[:, ::-1] for c in candidates]
+  counts = _crop_counts(out.numpy(), candidates)
+  # Uniform over the 9 (18 with flips) outcomes, as augment_fn: each count within 5 sigma of n / k.
+  expected = n / len(candidates)
+  assert np.all(np.abs(counts - expected) < 5 * np.sqrt(expected)), counts
+  again, _ = augment_batch(tf.constant(np.repeat(image[None], n, 0)), tf.range(n), r, size=8, pad=1, flip=flip)
+  np.testing.assert_array_equal(out.numpy(), again.numpy())  # Determined by the draws.
+
+
+def test_augment_batch_crops_a_larger_image_without_padding():
+  image = np.arange(10 * 10, dtype=np.uint8).reshape(10, 10, 1)
+  r = tf.constant(np.arange(50), tf.int64)  # 50 consecutive draws cover all 3 x 3 offsets, both flips.
+  out, _ = augment_batch(tf.constant(np.repeat(image[None], 50, 0)), tf.zeros(50), r, size=8, pad=0, flip=True)
+  candidates = [image[dy:dy + 8, dx:dx + 8] / np.float32(255.0) for dy in range(3) for dx in range(3)]
+  candidates += [c[:, ::-1] for c in candidates]
+  assert np.all(_crop_counts(out.numpy(), candidates) > 0)
+
+
+def _digits(per_image, **kwargs):
+  splits = load_splits(DataConfig(dataset="digits", batch_size=16, seed=3, **kwargs))
+  splits.augment_per_image = per_image
+  return splits
+
+
+@pytest.mark.parametrize("per_image", [False, True])
+def test_skip_batches_resumes_exactly(per_image):
+  splits = _digits(per_image)
+  steps = splits.steps_per_epoch("train_full")
+  k = steps + 2  # Resume in the second epoch: the reshuffled order and the fresh crops must match.
+  full = list(splits.dataset("train_full", training=True).take(k + 3).as_numpy_iterator())
+  resumed = list(splits.dataset("train_full", training=True, skip_batches=k).take(3).as_numpy_iterator())
+  for (x, y), (xr, yr) in zip(full[k:], resumed):
+    np.testing.assert_array_equal(x, xr)
+    np.testing.assert_array_equal(y, yr)
+  for rotating in (False, True):
+    whole = list(splits.search_dataset(rotating=rotating).take(k + 2).as_numpy_iterator())
+    later = list(splits.search_dataset(rotating=rotating, skip_batches=k).take(2).as_numpy_iterator())
+    for a, b in zip(whole[k:], later):
+      for u, v in zip(tf.nest.flatten(a), tf.nest.flatten(b)):
+        np.testing.assert_array_equal(u, v)
+
+
+def test_whole_batch_pipeline_matches_the_per_image_one():
+  batched, per_image = _digits(False), _digits(True)
+  for training in (False, True):
+    a = list(batched.dataset("weight", training=training, repeat=False).as_numpy_iterator())
+    b = list(per_image.dataset("weight", training=training, repeat=False).as_numpy_iterator())
+    assert [len(y) for _, y in a] == [len(y) for _, y in b]
+    for (xa, ya), (xb, yb) in zip(a, b):
+      np.testing.assert_array_equal(ya, yb)  # The same shuffle.
+      if not training:
+        np.testing.assert_array_equal(xa, xb)  # Without augmentation the same images.
+  spec = batched.dataset("weight", training=True).element_spec
+  assert spec == per_image.dataset("weight", training=True).element_spec
 
 
 def test_search_dataset_structure(digits):

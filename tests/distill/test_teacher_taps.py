@@ -220,6 +220,25 @@ def test_bad_files(tmp_path):
       teacher_io.read_teacher_manifest(str(tmp_path / name))
 
 
+def test_load_messages_say_what_is_wrong_with_the_file(small_cnn, tmp_path):
+  text = tmp_path / "notes.keras"
+  text.write_text("my teacher is in runs/a\n")
+  truncated = tmp_path / "cut.keras"
+  small_cnn.save(str(truncated))
+  truncated.write_bytes(truncated.read_bytes()[:2000])
+  for path in (text, truncated):
+    with pytest.raises(UserInputError, match=rf"teacher \(--teacher_path\): '.*{path.name}' is not a valid "
+                                             r"\.keras archive \(not a zip file"):
+      teacher_io.load_teacher(str(path), (16, 16, 1), 10)
+  folder = tmp_path / "run.keras"
+  folder.mkdir()
+  with pytest.raises(UserInputError, match=r"'.*run\.keras' is a directory, not a \.keras file"):
+    teacher_io.load_teacher(str(folder), (16, 16, 1), 10)
+  # A teacher path that came from a genotype is named as such, not as a flag the user never passed.
+  with pytest.raises(UserInputError, match=r"^teacher recorded in genotype 'g\.json': '.*notes\.keras' is not a"):
+    teacher_io.load_teacher(str(text), (16, 16, 1), 10, source="teacher recorded in genotype 'g.json'")
+
+
 def test_list_layers_main_prints_groups(small_cnn, tmp_path, capsys):
   path = str(tmp_path / "t.keras")
   small_cnn.save(path)

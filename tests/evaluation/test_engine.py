@@ -43,7 +43,8 @@ def test_honest_model_numbers_and_checks(toy, honest):
   assert sanity["passed"], sanity
   assert {c["status"] for c in sanity["checks"].values()} == {"pass"}
   assert set(sanity["checks"]) == {"eps0_equals_clean", "non_increasing_in_eps", "within_eps",
-                                   "worst_case_bounded", "blackbox_not_stronger"}
+                                   "worst_case_bounded", "input_gradient", "blackbox_not_stronger"}
+  assert r["input_gradient"] == "present" and r["white_box_valid"] and "valid" not in pgd
   backends = {e["family"]: e["backend"] for e in r["attacks"]}
   assert backends == {"white-box": "cleverhans 4.0.0", "black-box": "ART 1.20.1"}
   raise_for_sanity(r)  # no-op

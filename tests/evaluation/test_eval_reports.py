@@ -26,3 +26,8 @@ def test_sweep_plot_takes_several_named_curves(honest):
   png = eval_reports.compare_curves({"teacher": honest, "student": honest})
   assert png[:8] == PNG_MAGIC
   assert plots.eps_sweep_png({"a": [(0.0, 1.0), (8 / 255, 0.4)], "b": []}, reference_eps=8 / 255)[:8] == PNG_MAGIC
+
+
+def test_default_output_dir_is_beside_the_model():
+  assert eval_reports.default_output_dir("runs/x/teacher.keras") == os.path.normpath("runs/x/teacher_eval")
+  assert eval_reports.default_output_dir("export/child/1/") == os.path.normpath("export/child/1_eval")

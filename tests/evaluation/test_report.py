@@ -53,6 +53,8 @@ def test_report_tables_hold_the_numbers_of_the_eval_files(tmp_path):
               "| student (exported SavedModel) | adv_le_clean | pass | ok |"):
     assert row in md, f"missing row {row!r} in:\n{md}"
   assert "eps = 0.0314 in [0, 1] pixel units (8.0/255)" in md
+  assert "| student (exported SavedModel) | 12,345 | 2.500 | 90.0% | - | 30.0% |" in md  # The headline table.
+  assert paths["headline"].splitlines()[2].split()[-4:] == ["2.500", "90.0%", "-", "30.0%"]
   assert "checkpoint chosen at epoch 3" in md
   assert "python -m rnascl_tf.train_teacher --flagfile=t.flags" in md
   assert "Searched architecture" not in md  # No search/genotype.json in this run.
@@ -60,3 +62,24 @@ def test_report_tables_hold_the_numbers_of_the_eval_files(tmp_path):
 
   page = open(paths["html"], encoding="utf-8").read()
   assert "<td>81.2%</td><td>90.0%</td>" in page and "data:image/png;base64," in page
+
+
+def test_headline_table_and_its_console_text():
+  teacher = {"clean_accuracy": 0.944, "worst_case": {"accuracy": 0.549},
+             "attacks": [{"attack": "fgsm", "label": "FGSM (Linf, eps=25.5/255)", "accuracy": 0.666},
+                         {"attack": "pgd", "label": "PGD-20 (Linf, eps=25.5/255, step=0.025)", "accuracy": 0.577}]}
+  rows = report.headline_table({"teacher": teacher, "student": None},
+                               {"teacher": {"params": 78426, "flops": 3_052_000}, "student": None})
+  assert rows == [["", "params", "MFLOPs", "clean", "PGD-20", "worst case"],
+                  ["teacher", "78,426", "3.052", "94.4%", "57.7%", "54.9%"],
+                  ["student", "-", "-", "-", "-", "-"]]
+  assert report.format_table(rows).splitlines() == [
+      "         params  MFLOPs  clean  PGD-20  worst case",
+      "teacher  78,426   3.052  94.4%   57.7%       54.9%",
+      "student       -       -      -       -           -"]
+
+
+def test_validation_curve_labels_name_the_attack():
+  labels = report.validation_labels({"flags": {"eps": "0.1", "val_attack_steps": 10}})
+  assert labels == {"val_clean_acc": "validation, clean", "val_pgd_acc": "validation, PGD-10 (L-inf, eps=25.5/255)"}
+  assert report.validation_labels(None)["val_pgd_acc"] == "validation, PGD (settings not recorded)"

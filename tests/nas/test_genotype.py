@@ -62,6 +62,13 @@ def _mutations():
       ("tutor unknown", set_(["student_layers", 0, "tutor"], "nope"), "not a teacher layer"),
       ("probabilities short", set_(["student_layers", 0, "tutor_probs"], [1.0]), "tutor probabilities"),
       ("missing blocks", lambda g: g.pop("blocks"), "missing fields"),
+      ("student layer dropped", lambda g: g["student_layers"].pop(),
+       r"'student_layers' does not match .*\(space 'tiny', student_layers='all_convs'; 9 listed, 10 in the child\): "
+       r"missing \['s2b1/project'\], unknown \[\]"),
+      ("student layer renamed", set_(["student_layers", 1, "name"], "s1b0/conv"),
+       r"10 listed, 10 in the child\): missing \['s1b0/expand'\], unknown \['s1b0/conv'\]"),
+      ("student layers swapped", lambda g: g["student_layers"].insert(0, g["student_layers"].pop(1)),
+       r"entry 0 is 's1b0/expand' where the child has 'stem' \(the order differs\)"),
   ]
 
 

@@ -163,3 +163,17 @@ def test_margin_and_kl_losses():
   expected = 0.5 * np.log(2.0) + 0.5 * np.log(2.0 / 3.0)
   np.testing.assert_allclose(attacks.trades_kl_loss([[0.5, 0.5]], tf.math.log([[0.25, 0.75]])).numpy(),
                              [expected], rtol=1e-5)
+
+
+def test_input_gradient_status_and_zero_gradient_wrapper(toy):
+  rounded = lambda images: toy.model_fn(tf.round(images * 255.0) / 255.0)  # noqa: E731
+  frozen = lambda images: toy.model_fn(tf.stop_gradient(images) + 0.0 * images)  # noqa: E731
+  x = toy.x[:4]
+  assert [attacks.input_gradient_status(fn, x) for fn in (toy.model_fn, frozen, rounded)] == [
+      "present", "zero", "absent"]
+  wrapped = attacks.with_zero_gradient(rounded)
+  np.testing.assert_array_equal(wrapped(x).numpy(), rounded(x).numpy())
+  assert attacks.input_gradient_status(wrapped, x) == "zero"
+  # cleverhans failed with AttributeError on the None gradient; with the zero one FGSM runs and stays put.
+  x_adv = attacks.generate(wrapped, x, toy.y[:4], AttackConfig("fgsm", eps=EPS))
+  np.testing.assert_array_equal(np.asarray(x_adv), x)

@@ -97,3 +97,28 @@ def test_robust_accuracy_rejects_unscaled_pixels(toy):
 def test_robust_accuracy_rejects_duplicate_attacks(toy):
   with pytest.raises(UserInputError, match="duplicate"):
     evaluator.robust_accuracy(toy.model_fn, [], [AttackConfig("fgsm"), AttackConfig("fgsm")])
+
+
+def test_a_smaller_last_batch_is_padded_not_retraced_and_never_counted(toy):
+  traces = []
+
+  def model_fn(x):
+    traces.append(tuple(x.shape))  # Runs once per trace, not per call.
+    return toy.model_fn(x)
+
+  configs = [AttackConfig("fgsm", eps=EPS), AttackConfig("trades_kl", steps=2, rand_init=False)]
+  ev = evaluator.RobustEvaluator(model_fn, configs)
+  outcomes = [list(ev.attack_batch(x, y)) for x, y in ((toy.x[:24], toy.y[:24]), (toy.x[24:34], toy.y[24:34]))]
+  assert {shape[0] for shape in traces} == {24}, traces  # The 10-example batch ran padded to 24.
+  last = outcomes[1]
+  assert [o.x_adv.shape[0] for o in last] == [10, 10] and [o.correct.shape for o in last] == [(10,), (10,)]
+  # The real rows are what an unpadded attack gives (attacks treat every example on its own).
+  x_fgsm = attacks.generate(toy.model_fn, toy.x[24:34], toy.y[24:34], configs[0]).numpy()
+  np.testing.assert_allclose(last[0].x_adv, x_fgsm, atol=TOL)
+  np.testing.assert_array_equal(last[0].correct, np.argmax(toy.model_fn(x_fgsm), -1) == toy.y[24:34])
+  # Totals over a split with a smaller last batch count only its real examples.
+  dataset = tf.data.Dataset.from_tensor_slices((toy.x[:34], toy.y[:34])).batch(24)
+  result = ev.evaluate(dataset)
+  assert result["num_examples"] == 34
+  fgsm_all = attacks.generate(toy.model_fn, toy.x[:34], toy.y[:34], configs[0]).numpy()
+  assert result[configs[0].label()] == pytest.approx(np.mean(np.argmax(toy.model_fn(fgsm_all), -1) == toy.y[:34]))

@@ -29,6 +29,11 @@ def _ckpt(model_dir, net, opt, fingerprint=None, stage="train_teacher"):
                       {"net": net, "optimizer": opt})
 
 
+def _fresh_ckpt(model_dir):
+  net, _, opt = _trainer()
+  return _ckpt(model_dir, net, opt)
+
+
 def _xy(n=32, nan=False):
   rng = np.random.default_rng(0)
   x = rng.uniform(0, 1, (n,) + helpers.SHAPE).astype("float32")
@@ -86,3 +91,48 @@ def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(tmp_path
   assert _ckpt(tmp_path, net2, opt2).restore() == 1
   for a, b in zip(good, net2.weights):
     np.testing.assert_array_equal(a, b.numpy())
+
+
+def _corrupt(path):
+  data = open(path, "rb").read()
+  open(path, "wb").write(data[: len(data) // 2])  # A copy cut short.
+
+
+@pytest.mark.parametrize("part", ["index", "data-00000-of-00001"])
+def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, part, caplog):
+  net, _, opt = _trainer()
+  ck = _ckpt(tmp_path, net, opt)
+  kernels = []
+  for epoch in (1, 2):
+    net.weights[0].assign(np.full(net.weights[0].shape, epoch, "float32"))
+    kernels.append(net.weights[0].numpy().copy())
+    ck.save(epoch, {"history": [{"epoch": e, "val_pgd_acc": e / 10} for e in range(1, epoch + 1)],
+                    "best": {"metric": "val_pgd_acc", "value": epoch / 10, "epoch": epoch,
+                             "metrics": {"val_pgd_acc": epoch / 10}}})
+  _corrupt(str(tmp_path / "ckpt" / f"ckpt-2.{part}"))
+  net2, _, opt2 = _trainer()
+  ck2 = _ckpt(tmp_path, net2, opt2)
+  with caplog.at_level("WARNING"):
+    assert ck2.restore() == 1
+  assert "resuming from the intact checkpoint of epoch 1" in caplog.text
+  np.testing.assert_array_equal(net2.weights[0].numpy(), kernels[0])
+  state = json.loads((tmp_path / "run_state.json").read_text())
+  assert state["epochs_completed"] == 1 and [r["epoch"] for r in state["history"]] == [1]
+  assert state["best"] == {"metric": "val_pgd_acc", "value": 0.1, "epoch": 1, "metrics": {"val_pgd_acc": 0.1}}
+  ck2.save(2)  # Epoch 2 again replaces the corrupt files.
+  assert _fresh_ckpt(tmp_path).restore() == 2
+
+
+def test_corrupt_checkpoint_without_an_intact_earlier_one_is_refused(tmp_path):
+  # The kill between checkpoint 2 and the run state: the state says 1, ckpt/ holds 1 and 2.
+  net, _, opt = _trainer()
+  ck = _ckpt(tmp_path, net, opt)
+  ck.save(1)
+  state_after_1 = (tmp_path / "run_state.json").read_bytes()
+  ck.save(2)
+  (tmp_path / "run_state.json").write_bytes(state_after_1)
+  _corrupt(str(tmp_path / "ckpt" / "ckpt-1.index"))
+  before = (tmp_path / "run_state.json").read_bytes()
+  with pytest.raises(UserInputError, match=r"checkpoint '.*ckpt-1' cannot be restored .*use a new --model_dir"):
+    _fresh_ckpt(tmp_path).restore()
+  assert (tmp_path / "run_state.json").read_bytes() == before

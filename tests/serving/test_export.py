@@ -287,7 +287,9 @@ def test_real_tf_serving_rest_predict(model, exported, tmp_path):
 
 def test_refuses_existing_version_and_overwrite_replaces_it(exported, tmp_path):
   base = str(tmp_path / "serving")
+  os.makedirs(os.path.join(base, NAME, ".tmp-export-5-999999999-killed"))  # Left by a killed export.
   first = export.export_for_serving(helpers.tiny_teacher(SHAPE, 10, seed=0), base, NAME, 5)
+  assert os.listdir(os.path.dirname(first)) == ["5"]
   other = helpers.tiny_teacher(SHAPE, 10, seed=1)
   with pytest.raises(UserInputError, match="already exists.*--overwrite"):
     export.export_for_serving(other, base, NAME, 5)
@@ -307,6 +309,26 @@ def test_replace_dir_swaps_whole_folders(tmp_path, monkeypatch, swap):
   (tmp_path / "1" / "f").write_text("old")
   export._replace_dir(str(tmp_path / "new"), str(tmp_path / "1"), str(tmp_path))
   assert (tmp_path / "1" / "f").read_text() == "new" and os.listdir(tmp_path) == ["1"]
+
+
+def test_temp_folders_of_killed_exports_are_removed_and_running_ones_kept(tmp_path):
+  names = [f".tmp-export-1-{os.getpid()}-running", ".tmp-export-1-999999999-killed", ".tmp-export-2-oldformat",
+           ".old-export-1-999999999-killed", "1"]
+  for name in names:
+    (tmp_path / name).mkdir()
+  removed = export.remove_stale_temp_folders(str(tmp_path))
+  assert sorted(os.path.basename(p) for p in removed) == sorted(names[1:4])
+  assert sorted(os.listdir(tmp_path)) == sorted([names[0], "1"])
+
+
+def test_export_folder_mode_follows_the_umask(model, tmp_path):
+  old = os.umask(0o027)
+  try:
+    path = export.export_for_serving(model, str(tmp_path), NAME, 1)
+  finally:
+    os.umask(old)
+  assert oct(os.stat(path).st_mode & 0o777) == oct(0o750)
+  assert oct(os.stat(os.path.join(path, serving.MANIFEST_PATH)).st_mode & 0o777) == oct(0o640)
 
 
 def test_failed_export_leaves_no_version_and_no_temp_folder(model, tmp_path, monkeypatch):
@@ -360,5 +382,17 @@ def test_raw_signature_rejects_wrong_dtype_shape_and_range_with_tf_errors(loaded
     sig(images=tf.constant(x[:, :4]))
   with pytest.raises(tf.errors.InvalidArgumentError, match=r"pixels in \[0, 1\].*divide 0..255 pixels by 255"):
     sig(images=tf.constant(x * 255))
-  with pytest.raises(tf.errors.InvalidArgumentError, match="Unknown image file format"):
-    loaded.signatures["serving_bytes"](image_bytes=tf.constant([b"not an image"]))
+  u8, _ = _pixels(2)
+  png = tf.io.encode_png(u8[0]).numpy()
+  # Every element that does not decode is named by its position (a truncated PNG too, not only garbage).
+  with pytest.raises(tf.errors.InvalidArgumentError, match=r"\[image_bytes elements\] \[1 3\] \[\(positions in the "
+                     r"batch, from 0\) could not be decoded; expected encoded JPEG, PNG, GIF or BMP images\]"):
+    loaded.signatures["serving_bytes"](image_bytes=tf.constant([png, b"not an image", png, png[:40]]))
+
+
+@pytest.mark.parametrize("signature, arg", [("serving_default", tf.zeros([0, 8, 8, 3])),
+                                            ("serving_bytes", tf.constant([], tf.string))])
+def test_empty_batch_gives_empty_outputs(loaded, signature, arg):
+  out = loaded.signatures[signature](**{"images" if signature == "serving_default" else "image_bytes": arg})
+  assert {k: (tuple(v.shape), v.dtype) for k, v in out.items()} == {
+      "logits": ((0, 10), tf.float32), "probs": ((0, 10), tf.float32), "classes": ((0,), tf.int64)}

@@ -1,12 +1,15 @@
 """Retraining: child from a genotype, objectives, tutor-map ablations, warm start, bad input."""
 
 import json
+import re
 
 import keras
 import numpy as np
 import pytest
+from absl import flags
 
 import helpers
+from rnascl_tf import retrain as retrain_entry
 from rnascl_tf.models import cost as cost_lib
 from rnascl_tf.nas import genotype as genotype_lib
 from rnascl_tf.distill import losses
@@ -132,3 +135,59 @@ def test_genotype_of_other_data_is_refused(searched, tmp_path):
         data_cfg=DataConfig(dataset="digits", image_size=12, batch_size=16), robust=RobustConfig(mode="standard"),
         optim_cfg=OptimConfig(), retrain_cfg=RetrainConfig(genotype=path, objective="ce"),
         distill=DistillConfig(cl_grid=4), teacher=TeacherConfig())
+
+
+def _short_tutor_map(g):
+  g["student_layers"].pop()
+
+
+def _teacher_moved(g):
+  g["teacher"]["path"] = "/nonexistent/teacher.keras"
+
+
+_BAD_CASES = {
+    "short_tutor_map": (_short_tutor_map, [], r"genotype '.*g\.json': 'student_layers' does not match the student "
+                        r"layers of the child \(.*; 9 listed, 10 in the child\): missing \['s2b1/project'\]"),
+    "teacher_moved": (_teacher_moved, [], r"teacher recorded in genotype '.*g\.json': '/nonexistent/teacher\.keras' "
+                      r"does not exist \(moved or deleted\?\); pass --teacher_path="),
+    "kd_temperature_0": (None, ["--kd_temperature=0"], r"--kd_temperature must be > 0"),
+    "text_file_teacher": (None, ["--teacher_path={tmp}/notes.keras"],
+                          r"teacher \(--teacher_path\): '.*notes\.keras' is not a valid \.keras archive"),
+}
+
+
+def _bad_case(searched, tmp_path, name):
+  """Flags of a bad retraining input, and a snapshot of what must not change: (args, message, snapshot)."""
+  mutate, args, message = _BAD_CASES[name]
+  g = json.loads(open(searched[1]).read())
+  if mutate:
+    mutate(g)
+  path = tmp_path / "g.json"
+  path.write_text(json.dumps(g))
+  (tmp_path / "notes.keras").write_text("not a model\n")
+  args = [f"--genotype={path}", f"--model_dir={tmp_path / 'out'}", "--dataset=digits", "--image_size=8",
+          "--epochs=1", *(a.format(tmp=tmp_path) for a in args)]
+  return args, message, lambda: (path.read_bytes(), path.stat().st_mtime_ns, (tmp_path / "out").exists())
+
+
+@pytest.mark.parametrize("name", sorted(_BAD_CASES))
+def test_bad_genotype_or_teacher_is_refused_before_any_work(searched, tmp_path, name):
+  args, message, snapshot = _bad_case(searched, tmp_path, name)
+  before = snapshot()
+  fv = flags.FlagValues()
+  retrain_entry.define_flags(fv)
+  fv(["retrain", *args])
+  with pytest.raises(UserInputError) as info:
+    retrain_entry.main(["retrain"], fv)
+  assert re.search(message, str(info.value)) and "\n" not in str(info.value), str(info.value)
+  assert snapshot() == before and before[2] is False
+
+
+def test_cli_bad_genotype_exits_2_with_one_line(searched, tmp_path):
+  args, message, snapshot = _bad_case(searched, tmp_path, "short_tutor_map")
+  before = snapshot()
+  proc = helpers.run_cli("rnascl_tf.retrain", *args, check=False)
+  errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+  assert proc.returncode == 2 and len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+  assert re.search(message, errors[0]), errors[0]
+  assert snapshot() == before

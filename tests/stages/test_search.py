@@ -94,9 +94,10 @@ def test_bad_teacher_inputs_are_named(teacher_path, tmp_path, kwargs, message):
     _search(tmp_path, teacher_path, **kwargs)
 
 
-def test_missing_teacher_file(tmp_path):
+def test_missing_teacher_file_is_named_and_leaves_no_run_folder(tmp_path):
   with pytest.raises(UserInputError, match="no such file"):
-    _search(tmp_path, str(tmp_path / "absent.keras"))
+    _search(tmp_path / "run", str(tmp_path / "absent.keras"))
+  assert not (tmp_path / "run").exists()  # The folder is made only once the inputs are loaded.
 
 
 def test_resume_with_incompatible_flags_is_refused(teacher_path, tmp_path):
