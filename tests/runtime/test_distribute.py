@@ -9,7 +9,6 @@ we assert 1e-5 (weights) and rtol 1e-5 (losses).
 
 import json
 import os
-import types
 
 import keras
 import numpy as np
@@ -112,9 +111,9 @@ def test_run_flags_reach_the_run_config():
   fv = flags.FlagValues()
   cli.define_run_flags(fv, default_epochs=1)
   assert {"strategy", "num_gpus", "sync_bn", "scale_lr_with_replicas"} <= set(fv)
-  f = types.SimpleNamespace(model_dir="/tmp/x", epochs=2, steps_per_epoch=None, seed=1, strategy="multi_worker",
-                            num_gpus=0, jit_compile=False, verbose=0, sync_bn=True, scale_lr_with_replicas=True)
-  run = cli.run_config(f)
+  fv(["prog", "--model_dir=/tmp/x", "--epochs=2", "--seed=1", "--strategy=multi_worker", "--sync_bn",
+      "--scale_lr_with_replicas", "--verbose=0"])
+  run = cli.run_config(fv)
   assert run.strategy == "multi_worker" and run.sync_bn and run.scale_lr_with_replicas
   assert RunConfig(model_dir="/tmp/x").sync_bn is False
   with pytest.raises(UserInputError, match="--strategy"):
