@@ -171,11 +171,18 @@ def define_teacher_flags(fv: FlagValues) -> None:
                     "normalisation layer takes [0, 1] pixels.", flag_values=fv)
 
 
-def define_distill_flags(fv: FlagValues) -> None:
-  """Distillation weights shared by the search and the retraining."""
-  flags.DEFINE_float("lambda_kd", 1.0, "Weight of the KL distillation term (0 = off).", flag_values=fv)
+def define_distill_flags(fv: FlagValues, retraining: bool = False) -> None:
+  """Distillation weights shared by the search and the retraining (where --gamma_cl defaults to the
+  objective's preset)."""
+  flags.DEFINE_float("lambda_kd", 1.0, "Weight of the KL distillation term (0 = off)" + (
+      "; used by the *_kd objectives." if retraining else "."), flag_values=fv)
   flags.DEFINE_float("kd_temperature", 1.0, "Temperature of the KL term (> 0).", flag_values=fv)
-  flags.DEFINE_float("gamma_cl", 1.0, "Weight of the cross-layer attention loss (0 = off).", flag_values=fv)
+  if retraining:
+    flags.DEFINE_float("gamma_cl", None, "Weight of the cross-layer attention loss (0 = off). Default: the "
+                       "objective's preset, 1 for ce_kd, trades_kd and pgd_at_kd, 0 for the others; > 0 adds the "
+                       "term to any objective with a teacher.", flag_values=fv)
+  else:
+    flags.DEFINE_float("gamma_cl", 1.0, "Weight of the cross-layer attention loss (0 = off).", flag_values=fv)
   flags.DEFINE_integer("cl_grid", 8, "Attention maps are resized to cl_grid x cl_grid.", flag_values=fv)
 
 
@@ -207,12 +214,28 @@ def define_search_flags(fv: FlagValues) -> None:
 
 
 def define_retrain_flags(fv: FlagValues) -> None:
-  """Retraining flags: the genotype, the objective, the tutor map and the warm start."""
-  define_distill_flags(fv)
+  """Retraining flags: the network, the objective and its weights, the tutor map and the warm start."""
+  define_distill_flags(fv, retraining=True)
   flags.DEFINE_string("genotype", None, "genotype.json written by python -m rnascl_tf.search.", flag_values=fv)
-  flags.DEFINE_enum("objective", "ce_kd", list(configs.OBJECTIVES), "ce_kd: CE + KL + cross-layer (the paper's "
-                    "main table); trades_kd / pgd_at_kd: adversarial training plus both distillation terms; "
-                    "ce and logit_kd: baselines.", flag_values=fv)
+  flags.DEFINE_enum("objective", "ce_kd", list(configs.OBJECTIVES), "Robust distillation: ard, rslad, adaad; "
+                    "without a teacher: trades, pgd_at (baselines); the paper's: ce_kd (CE + KL + cross-layer, "
+                    "no adversarial training); trades_kd / pgd_at_kd: adversarial training plus both "
+                    "distillation terms; ce and logit_kd: baselines. docs/method.md section 11 has the formulas.",
+                    flag_values=fv)
+  flags.DEFINE_float("ard_alpha", 1.0, "ARD: weight of its KL term; 1 - alpha weighs the clean CE.", flag_values=fv)
+  flags.DEFINE_float("ard_temperature", 30.0, "ARD: temperature t of its KL term (multiplied by t^2).",
+                     flag_values=fv)
+  flags.DEFINE_float("rslad_adv_weight", 5.0 / 6.0, "RSLAD: weight of KL(teacher(x) || student(x')); the rest "
+                     "weighs KL(teacher(x) || student(x)).", flag_values=fv)
+  flags.DEFINE_float("adaad_alpha", 1.0, "AdaAD: weight of KL(teacher(x') || student(x')); the rest weighs the "
+                     "clean KL.", flag_values=fv)
+  flags.DEFINE_enum("architecture", "searched", list(configs.ARCHITECTURES), "The network: the genotype's "
+                    "searched child; baselines at matched FLOPs: uniform (one width multiplier), random (a random "
+                    "child of the same space, --arch_seed); resnet20 (the hand-designed CIFAR ResNet-20).",
+                    flag_values=fv)
+  flags.DEFINE_integer("arch_seed", 0, "Seed of --architecture=random.", flag_values=fv)
+  flags.DEFINE_float("arch_target_mflops", 0.0, "FLOPs target (millions) of the uniform and random children "
+                     "(0: the searched child's, matched within 3%).", flag_values=fv)
   flags.DEFINE_enum("tutor_map", "searched", list(configs.TUTOR_MAPS), "Tutor map for the cross-layer loss "
                     "(ablations besides 'searched').", flag_values=fv)
   flags.DEFINE_string("warm_start_search_dir", None, "Warm start from the supernet weights of this search run "
@@ -302,7 +325,10 @@ def search_config(f: FlagValues) -> configs.SearchConfig:
 
 def retrain_config(f: FlagValues) -> configs.RetrainConfig:
   return configs.RetrainConfig(genotype=f.genotype, objective=f.objective, tutor_map=f.tutor_map,
-                               warm_start_search_dir=f.warm_start_search_dir)
+                               warm_start_search_dir=f.warm_start_search_dir, ard_alpha=f.ard_alpha,
+                               ard_temperature=f.ard_temperature, rslad_adv_weight=f.rslad_adv_weight,
+                               adaad_alpha=f.adaad_alpha, architecture=f.architecture, arch_seed=f.arch_seed,
+                               arch_target_mflops=f.arch_target_mflops)
 
 
 def _pixel_list(value: str, flag: str) -> tuple:

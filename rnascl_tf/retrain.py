@@ -28,6 +28,7 @@ def main(argv, fv: flags.FlagValues = flags.FLAGS) -> int:
   run, data_cfg, optim_cfg = cli.run_config(fv), cli.data_config(fv), cli.optim_config(fv)
   robust = cli.robust_config(fv, mode=retrain_cfg.adv_mode)
   distill, teacher = cli.distill_config(fv), cli.teacher_config(fv)
+  retrain_cfg.distill_for_objective(distill)  # A cross-layer weight the objective cannot use fails here.
   artefacts.check_writable_dir(run.model_dir, "--model_dir")
   from rnascl_tf.stages import retrain  # Heavy imports after flag validation: errors come fast.
   s = retrain.retrain(run, data_cfg, robust, optim_cfg, retrain_cfg, distill, teacher,

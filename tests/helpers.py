@@ -28,6 +28,17 @@ def tiny_teacher(shape=SHAPE, classes=CLASSES, seed=0) -> keras.Model:
                                 width_multiplier=0.25)
 
 
+def tiny_child(shape=SHAPE, classes=CLASSES, seed=0):
+  """The widest child of the "tiny" space: a student with `call_with_taps` (cross-layer distillation)."""
+  from rnascl_tf.models import child as child_lib  # Local: only the objective tests need it.
+
+  keras.utils.set_random_seed(seed)
+  space = ss.get_space("tiny")
+  specs = ss.block_specs(space)
+  choices = {"widths": {b.name: b.out_max for b in specs}, "expansions": {b.name: b.expansions[0] for b in specs}}
+  return child_lib.build_child_from_choices(space, choices, shape, classes, [0.5] * shape[-1], [0.25] * shape[-1])
+
+
 def save_tiny_teacher(path: str, shape=SHAPE, classes=CLASSES) -> str:
   io_utils.atomic_save_keras(tiny_teacher(shape, classes), path)
   return path

@@ -13,7 +13,8 @@ True
 from rnascl_tf.configs.common import check_pixels, fingerprint, fingerprint_differences
 from rnascl_tf.configs.evaluation import (AUTOATTACK_MODES, DEFAULT_ATTACKS, DEFAULT_SWEEP, FAST_BUDGET,
                                           STANDARD_BUDGET, ArtBudget, EvalConfig)
-from rnascl_tf.configs.method import (OBJECTIVES, RESOURCE_FORMS, TUTOR_MAPS, DistillConfig, RetrainConfig,
+from rnascl_tf.configs.method import (ARCHITECTURES, OBJECTIVES, RESOURCE_FORMS, TUTOR_MAPS, DistillConfig, Objective,
+                                      RetrainConfig,
                                       SearchConfig, TeacherArchConfig, TeacherConfig)
 from rnascl_tf.configs.training import (IMAGE_FOLDER_PREFIX, IMAGENETTE_PREFIX, MIXED_PRECISION, ROBUST_MODES,
                                         STRATEGIES, DataConfig, OptimConfig, RobustConfig, RunConfig,
@@ -21,7 +22,7 @@ from rnascl_tf.configs.training import (IMAGE_FOLDER_PREFIX, IMAGENETTE_PREFIX, 
 
 __all__ = [
     "AUTOATTACK_MODES", "DEFAULT_ATTACKS", "DEFAULT_SWEEP", "FAST_BUDGET", "IMAGE_FOLDER_PREFIX", "IMAGENETTE_PREFIX",
-    "MIXED_PRECISION", "OBJECTIVES", "RESOURCE_FORMS", "ROBUST_MODES", "STANDARD_BUDGET", "STRATEGIES", "TUTOR_MAPS",
+    "ARCHITECTURES", "MIXED_PRECISION", "OBJECTIVES", "Objective", "RESOURCE_FORMS", "ROBUST_MODES", "STANDARD_BUDGET", "STRATEGIES", "TUTOR_MAPS",
     "ArtBudget",
     "DataConfig", "DistillConfig", "EvalConfig", "OptimConfig", "RetrainConfig", "RobustConfig", "RunConfig",
     "SearchConfig", "TeacherArchConfig", "TeacherConfig", "check_dataset_name", "check_pixels", "fingerprint", "fingerprint_differences",

@@ -62,7 +62,9 @@ _LEGACY_FLAG_FIELDS = {"adv_mode": "mode", "attack_steps": "steps", "teacher_arc
 
 # Fields added after run folders with config fingerprints were first written, with the value every
 # such run had: a saved fingerprint without the key compares as that value, so those folders resume.
-ADDED_FIELDS = {"run.mixed_precision": "off"}
+ADDED_FIELDS = {"run.mixed_precision": "off", "retrain.ard_alpha": 1.0, "retrain.ard_temperature": 30.0,
+                "retrain.rslad_adv_weight": 5.0 / 6.0, "retrain.adaad_alpha": 1.0, "retrain.architecture": "searched",
+                "retrain.arch_seed": 0, "retrain.arch_target_mflops": 0.0}
 
 
 def _same(saved, now) -> bool:

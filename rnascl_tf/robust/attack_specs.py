@@ -12,14 +12,16 @@ import numpy as np
 
 from rnascl_tf.errors import UserInputError
 
-ATTACK_NAMES = ("fgsm", "pgd", "mifgsm", "cw_inf", "trades_kl")
+ATTACK_NAMES = ("fgsm", "pgd", "mifgsm", "cw_inf", "trades_kl", "disagreement_kl")
 NORMS = ("inf", "l2")
 
 # Attacks that accept `norm="l2"`; the others are L-inf only in this project.
 _L2_ATTACKS = ("fgsm", "pgd")
 # Attacks with a random start, for which restarts give different results.
 _RESTART_ATTACKS = ("pgd", "cw_inf")
-_ITERATIVE = ("pgd", "mifgsm", "cw_inf", "trades_kl")
+_ITERATIVE = ("pgd", "mifgsm", "cw_inf", "trades_kl", "disagreement_kl")
+# Training-time attacks that start x + U(+-TRADES_START_RADIUS): the KL objectives (zero gradient at x).
+SMALL_START_ATTACKS = ("trades_kl", "disagreement_kl")
 
 # TRADES starts its KL-PGD from x + 0.001 * N(0, 1): a tiny kick off x, where the KL to the clean
 # prediction has zero gradient. cleverhans PGD only offers a uniform start in a ball of radius
@@ -122,8 +124,9 @@ class AttackConfig:
       parts, title = [norm, eps, step, f"decay={self.decay:g}"], f"MI-FGSM-{self.steps}"
     else:
       start = ["start=x+U(+-0.001)"] if self.rand_init else start
-      parts, title = [norm, eps, step, *start], f"TRADES-KL-PGD-{self.steps}"
-    backend = _BACKEND + (" PGD" if self.name in ("cw_inf", "trades_kl") else "")
+      title = "TRADES-KL" if self.name == "trades_kl" else "TEACHER-DISAGREEMENT-KL"
+      parts, title = [norm, eps, step, *start], f"{title}-PGD-{self.steps}"
+    backend = _BACKEND + (" PGD" if self.name in ("cw_inf", *SMALL_START_ATTACKS) else "")
     return f"{title} ({', '.join(parts + [backend])})"
 
   def spec(self) -> str:
@@ -142,10 +145,13 @@ class AttackConfig:
           "cannot express; build the AttackConfig directly")
     if self.name == "fgsm":
       return "fgsm"
-    prefix = {"pgd": "pgd", "mifgsm": "mifgsm", "cw_inf": "cw", "trades_kl": "trades"}[self.name]
+    if self.name not in _SPEC_PREFIX:
+      raise UserInputError(f"attack {self.name} is a training-time attack without a spec string")
+    prefix = _SPEC_PREFIX[self.name]
     return f"{prefix}{self.steps}" + (f"x{self.restarts}" if self.restarts > 1 else "")
 
 
+_SPEC_PREFIX = {"pgd": "pgd", "mifgsm": "mifgsm", "cw_inf": "cw", "trades_kl": "trades"}
 _SPEC_NAMES = {
     "fgsm": "fgsm", "pgd": "pgd", "mifgsm": "mifgsm", "mi-fgsm": "mifgsm", "cw": "cw_inf",
     "cw_inf": "cw_inf", "cwinf": "cw_inf", "trades": "trades_kl", "trades_kl": "trades_kl",

@@ -28,7 +28,7 @@ from cleverhans.tf2.attacks.projected_gradient_descent import projected_gradient
 from cleverhans.tf2.utils import clip_eta
 
 from rnascl_tf.errors import UserInputError
-from rnascl_tf.robust.attack_specs import TRADES_START_RADIUS, AttackConfig
+from rnascl_tf.robust.attack_specs import SMALL_START_ATTACKS, TRADES_START_RADIUS, AttackConfig
 
 
 def margin_loss(labels, logits):
@@ -77,6 +77,37 @@ def _trades_loss_fn(labels, logits):
   return trades_kl_loss(labels, logits)
 
 
+def disagreement_kl_loss(labels, logits):
+  """KL(p_T || p_S) per example at the perturbed input, AdaAD's inner objective (Huang et al. 2023).
+
+  Args:
+    labels: unused (cleverhans passes them); the target is the teacher's prediction at the same input.
+    logits: [B, 2K]: the student's logits, then the teacher's, at the perturbed input (see
+      `pair_logits`); the gradient flows through both.
+
+  Returns:
+    float32 [B].
+  """
+  del labels
+  logits = tf.cast(logits, tf.float32)
+  student, teacher = tf.split(logits, 2, axis=-1)
+  log_p = tf.nn.log_softmax(teacher, axis=-1)
+  return tf.reduce_sum(tf.exp(log_p) * (log_p - tf.nn.log_softmax(student, axis=-1)), axis=-1)
+
+
+def pair_logits(student_fn: Callable, teacher_fn: Callable) -> Callable:
+  """images -> [student logits, teacher logits] (float32, [B, 2K]): the model a disagreement attack runs."""
+
+  def fn(images):
+    return tf.concat([tf.cast(student_fn(images), tf.float32), tf.cast(teacher_fn(images), tf.float32)], axis=-1)
+
+  return fn
+
+
+_LOSSES = {"pgd": _ce_loss, "cw_inf": margin_loss, "trades_kl": _trades_loss_fn,
+           "disagreement_kl": disagreement_kl_loss}
+
+
 def _attack_once(model_fn, x, y, config: AttackConfig):
   """One cleverhans run of `config` (no restarts, eps > 0)."""
   norm = np.inf if config.norm == "inf" else 2
@@ -87,8 +118,8 @@ def _attack_once(model_fn, x, y, config: AttackConfig):
   if config.name == "mifgsm":
     return momentum_iterative_method(model_fn, x, eps=config.eps, eps_iter=step, nb_iter=config.steps,
                                      norm=norm, decay_factor=config.decay, sanity_checks=False, **common)
-  loss_fn = {"pgd": _ce_loss, "cw_inf": margin_loss, "trades_kl": _trades_loss_fn}[config.name]
-  rand_minmax = min(TRADES_START_RADIUS, config.eps) if config.name == "trades_kl" else config.eps
+  loss_fn = _LOSSES[config.name]
+  rand_minmax = min(TRADES_START_RADIUS, config.eps) if config.name in SMALL_START_ATTACKS else config.eps
   return projected_gradient_descent(
       model_fn, x, config.eps, step, config.steps, norm, loss_fn=loss_fn, rand_init=config.rand_init,
       rand_minmax=rand_minmax, sanity_checks=False, **common)
@@ -97,7 +128,7 @@ def _attack_once(model_fn, x, y, config: AttackConfig):
 def _pgd_from(model_fn, x, x_start, y, config: AttackConfig):
   """cleverhans' PGD iterations from `x_start` (projected around `x`) instead of its random start."""
   norm = np.inf if config.norm == "inf" else 2
-  loss_fn = {"pgd": _ce_loss, "cw_inf": margin_loss, "trades_kl": _trades_loss_fn}[config.name]
+  loss_fn = _LOSSES[config.name]
   adv = tf.clip_by_value(x + clip_eta(x_start - x, norm, config.eps), 0.0, 1.0)
   for _ in range(config.steps):
     adv = fast_gradient_method(model_fn, adv, config.effective_step_size, norm, loss_fn, clip_min=0.0, clip_max=1.0,
@@ -151,7 +182,8 @@ def generate(model_fn: Callable, x, y, config: AttackConfig, x_start=None):
   Args:
     model_fn: callable images -> logits; the caller wraps the model with `training=False`.
     x: [B, H, W, C] float32 pixels in [0, 1].
-    y: the TRUE int labels [B]; for "trades_kl" the clean probabilities [B, K] of the model.
+    y: the TRUE int labels [B]; for "trades_kl" the clean probabilities [B, K] of the model (or the
+      teacher's, for RSLAD); "disagreement_kl" (with `model_fn` from `pair_logits`) ignores them.
     config: the attack.
     x_start: optional start point of pgd / cw_inf / trades_kl instead of cleverhans' random start
       (cleverhans draws it with unseeded `tf.random.uniform`: not reproducible across replicas or a
@@ -174,8 +206,8 @@ def generate(model_fn: Callable, x, y, config: AttackConfig, x_start=None):
     return tf.identity(x)
   y = tf.cast(y, tf.float32) if config.name == "trades_kl" else tf.cast(y, tf.int32)
   if x_start is not None:
-    if config.name not in ("pgd", "cw_inf", "trades_kl") or config.restarts > 1:
-      raise ValueError(f"x_start is for one run of pgd, cw_inf or trades_kl, not {config.label()}")
+    if config.name not in ("pgd", "cw_inf", *SMALL_START_ATTACKS) or config.restarts > 1:
+      raise ValueError(f"x_start is for one run of pgd, cw_inf, trades_kl or disagreement_kl, not {config.label()}")
     return tf.stop_gradient(_pgd_from(model_fn, x, tf.convert_to_tensor(x_start, tf.float32), y, config))
   best = _attack_once(model_fn, x, y, config)
   if config.restarts > 1:

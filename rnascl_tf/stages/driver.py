@@ -226,7 +226,8 @@ class CleanPgdEvaluator:
 def fit_robust(run: RunConfig, splits: DataSplits, robust: RobustConfig, optim_cfg: OptimConfig,
                build: Callable[[], Tuple[keras.Model, object]], stage: str, best_path: str, fingerprint: dict,
                last_path: Optional[str] = None, distill: Optional[DistillConfig] = None,
-               after_build: Optional[Callable[[keras.Model], None]] = None) -> dict:
+               after_build: Optional[Callable[[keras.Model], None]] = None, objective: Optional[str] = None,
+               weights=None) -> dict:
   """Trains `build()`'s network robustly (optionally distilled) with checkpoints and model selection.
 
   Args:
@@ -241,6 +242,8 @@ def fit_robust(run: RunConfig, splits: DataSplits, robust: RobustConfig, optim_c
     last_path: optional `.keras` file of the last epoch's model.
     distill: distillation terms (with a teacher from `build`).
     after_build: optional hook on the built net before training (e.g. warm start), skipped on resume.
+    objective: base loss of `robust.objectives` (default: the one of `robust.mode`).
+    weights: its `objectives.Weights`.
 
   Returns:
     {"net", "best" (selection record), "test_best", "test_last" (clean/PGD on test), "history",
@@ -251,7 +254,8 @@ def fit_robust(run: RunConfig, splits: DataSplits, robust: RobustConfig, optim_c
   with session.scope():
     net, teacher = build()
     net(np.zeros((1,) + tuple(splits.info.input_shape), "float32"))
-    trainer = RobustTrainer(net, robust, seed=run.seed, teacher=teacher, distill=distill)
+    trainer = RobustTrainer(net, robust, seed=run.seed, teacher=teacher, distill=distill, objective=objective,
+                            weights=weights)
     optimizer = session.optimizer(optim_cfg, steps_per_epoch)
     optimizer.build(net.trainable_variables)  # Pre-built inside the scope (docs/keras_notes.md note 2).
     trainer.compile(optimizer=optimizer, jit_compile=run.jit_compile)

@@ -16,6 +16,7 @@ from rnascl_tf.models import child as child_lib
 from rnascl_tf.models import cost as cost_lib
 from rnascl_tf.nas import genotype as genotype_lib
 from rnascl_tf.nas import search_space as ss
+from rnascl_tf.robust import objectives
 from rnascl_tf.runtime import artefacts as io_utils
 from rnascl_tf.runtime.checkpointing import flat_variables
 from rnascl_tf.stages import driver
@@ -102,12 +103,14 @@ def retrain(run: RunConfig, data_cfg: DataConfig, robust: RobustConfig, optim_cf
     The summary dict (also written to train_summary.json).
   """
   genotype_path = retrain_cfg.genotype
+  if retrain_cfg.architecture != "searched":
+    raise UserInputError(f"--architecture={retrain_cfg.architecture} is not available in this version yet")
   driver.refuse_finished_with_other_settings(run, "train", os.path.join(run.model_dir, "train_summary.json"),
                                              flag_record)
   robust = dataclasses.replace(robust, mode=retrain_cfg.adv_mode)
   distill = retrain_cfg.distill_for_objective(distill)
   g = genotype_lib.load_genotype(genotype_path)
-  distil = distill.lambda_kd > 0 or distill.gamma_cl > 0
+  distil = retrain_cfg.needs_teacher(distill)
   teacher_file = teacher.path or g["teacher"].get("path")
   source = teacher_source(g, teacher, genotype_path, retrain_cfg.objective) if distil else None
   splits = load_splits(data_cfg)
@@ -131,13 +134,20 @@ def retrain(run: RunConfig, data_cfg: DataConfig, robust: RobustConfig, optim_cf
   best_path = os.path.join(run.model_dir, "student.keras")
   fingerprint = configs.fingerprint(run=run, data=data_cfg, robust=robust, optim=optim_cfg, retrain=retrain_cfg,
                                     distill=distill, teacher=dataclasses.replace(teacher, path=teacher_file))
+  spec = retrain_cfg.spec
+  weights = objectives.Weights(trades_beta=robust.trades_beta, ard_alpha=retrain_cfg.ard_alpha,
+                               ard_temperature=retrain_cfg.ard_temperature,
+                               rslad_adv_weight=retrain_cfg.rslad_adv_weight, adaad_alpha=retrain_cfg.adaad_alpha)
   out = driver.fit_robust(run, splits, robust, optim_cfg, build, "train", best_path, fingerprint,
                           last_path=os.path.join(run.model_dir, "student_last.keras"), distill=distill,
-                          after_build=after_build)
+                          after_build=after_build, objective=spec.loss, weights=weights)
   exact = cost_lib.count_model_cost(out["net"], info.input_shape)
   summary = {
       "schema": "rnascl_tf/train_summary", "version": 1, "genotype": os.path.abspath(genotype_path),
       "dataset": info.name, "objective": retrain_cfg.objective, "adv_mode": robust.mode,
+      "base_loss": spec.loss, "loss_weights": dataclasses.asdict(weights),
+      "distill_terms": {"lambda_kd": distill.lambda_kd if distill else 0.0,
+                        "gamma_cl": distill.gamma_cl if distill else 0.0},
       "tutor_map_kind": retrain_cfg.tutor_map,
       "tutor_map": [{"student": s["name"], "teacher": teacher_layers[j]} for s, j in zip(g["student_layers"], tmap)],
       "teacher": teacher_file if distil else None, "warm_start": retrain_cfg.warm_start_search_dir,

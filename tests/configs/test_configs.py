@@ -85,13 +85,45 @@ def test_fixed_temperature_decay_and_floor():
                                                                   round(4 * math.exp(-1.0), 6), 1.0]
 
 
-@pytest.mark.parametrize("objective, mode, kl, cl", [
-    ("ce", "standard", 0.0, 0.0), ("logit_kd", "standard", 0.7, 0.0), ("ce_kd", "standard", 0.7, 3.0),
-    ("trades_kd", "trades", 0.7, 3.0), ("pgd_at_kd", "pgd", 0.7, 3.0)])
-def test_objectives_set_mode_and_terms(objective, mode, kl, cl):
+@pytest.mark.parametrize("objective, mode, kl, cl, teacher", [
+    ("ce", "standard", 0.0, 0.0, False), ("logit_kd", "standard", 0.7, 0.0, True),
+    ("ce_kd", "standard", 0.7, 1.0, True), ("trades_kd", "trades", 0.7, 1.0, True), ("pgd_at_kd", "pgd", 0.7, 1.0, True),
+    ("trades", "trades", 0.0, 0.0, False), ("pgd_at", "pgd", 0.0, 0.0, False), ("ard", "pgd", 0.0, 0.0, True),
+    ("rslad", "trades", 0.0, 0.0, True), ("adaad", "trades", 0.0, 0.0, True)])
+def test_objectives_set_mode_and_preset_terms(objective, mode, kl, cl, teacher):
+  # An unset --gamma_cl (None) takes the objective's preset; lambda_kd only weighs the *_kd presets.
   cfg = RetrainConfig(genotype="g.json", objective=objective)
-  distill = cfg.distill_for_objective(DistillConfig(lambda_kd=0.7, gamma_cl=3.0, cl_grid=4))
+  distill = cfg.distill_for_objective(DistillConfig(lambda_kd=0.7, cl_grid=4))
   assert cfg.adv_mode == mode and (distill.lambda_kd, distill.gamma_cl, distill.cl_grid) == (kl, cl, 4)
+  assert cfg.needs_teacher(distill) == teacher
+
+
+@pytest.mark.parametrize("objective", ["logit_kd", "ce_kd", "ard", "rslad", "adaad"])
+def test_an_explicit_cross_layer_weight_composes_with_any_teacher_objective(objective):
+  cfg = RetrainConfig(genotype="g.json", objective=objective)
+  assert cfg.distill_for_objective(DistillConfig(gamma_cl=2.5)).gamma_cl == 2.5
+  assert cfg.distill_for_objective(DistillConfig(gamma_cl=0.0)).gamma_cl == 0.0
+
+
+@pytest.mark.parametrize("objective", ["ce", "trades", "pgd_at"])
+def test_a_cross_layer_weight_without_a_teacher_is_refused(objective):
+  cfg = RetrainConfig(genotype="g.json", objective=objective)
+  with pytest.raises(UserInputError, match=f"--gamma_cl=2: --objective={objective} has no teacher"):
+    cfg.distill_for_objective(DistillConfig(gamma_cl=2.0))
+
+
+@pytest.mark.parametrize("field, value, flag", [
+    ("ard_alpha", 1.5, "--ard_alpha"), ("ard_alpha", -0.1, "--ard_alpha"), ("rslad_adv_weight", 2.0, "--rslad_adv_weight"),
+    ("adaad_alpha", float("nan"), "--adaad_alpha"), ("ard_temperature", 0.0, "--ard_temperature"),
+    ("architecture", "vgg", "--architecture"), ("arch_target_mflops", -1.0, "--arch_target_mflops")])
+def test_nonsensical_objective_settings_are_refused(field, value, flag):
+  with pytest.raises(UserInputError, match=flag):
+    RetrainConfig(genotype="g.json", objective="ard", **{field: value})
+
+
+def test_search_keeps_its_cross_layer_term_when_unset():
+  assert SearchConfig().distill.gamma_cl == 1.0
+  assert SearchConfig(distill=DistillConfig(gamma_cl=0.25)).distill.gamma_cl == 0.25
 
 
 def test_fingerprint_has_every_field_but_the_resumable_ones():
