@@ -13,7 +13,7 @@ and returns logits. Each model names the outputs that can supervise a student ("
 
 Tap names: "stem/conv", "stage{s}/block{b}/conv{i}", "stage{s}/block{b}/out" (stages from 1, blocks
 and convs as in the paper: blocks from 0, convs from 1). With these rules ResNet-18 has 17 conv taps,
-WRN-34-10 31, WRN-28-10 25, ResNet-50 49 and `small_cnn` 7 (docs/method.md section 4).
+WRN-34-10 31, WRN-28-10 25, ResNet-50 49, ResNet-20 19 and `small_cnn` 7 (docs/method.md section 4).
 """
 
 import functools
@@ -22,6 +22,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 import keras
 from keras import ops
 
+from rnascl_tf.distill import losses
 from rnascl_tf.errors import UserInputError
 from rnascl_tf.models.layers import PixelNormalization
 
@@ -130,9 +131,30 @@ class _TapResNet(keras.Model):
       return logits, taps
     return logits
 
-  def call_with_taps(self, x, training=False):
-    """Runs the model and returns `(logits, {tap name: activation})` with every conv and block tap."""
-    return self(x, training=training, return_taps=True)
+  @property
+  def student_layer_names(self) -> List[str]:
+    """The layers it offers as a student (e.g. the `resnet20` baseline): its conv taps, the analogue of
+    a searched child's "all_convs" student layers (`search_space.student_layer_names`)."""
+    return self.tap_names("conv")
+
+  def call_with_taps(self, x, training=False, tap_energies=False):
+    """Runs the model once.
+
+    Args:
+      x: [N, H, W, C] pixels in [0, 1].
+      training: BatchNorm mode.
+      tap_energies: False (the teacher interface): taps as activations keyed by name. True (the
+        student interface of `RobustTrainer`, as `ChildNet.call_with_taps`): the channel energies
+        [N, H, W, 1] float32 (`losses.channel_energy`) of `student_layer_names`, as a list in that order.
+
+    Returns:
+      `(logits, {tap name: activation})` with every conv and block tap, or with `tap_energies`
+      `(logits, [energy per student layer])`.
+    """
+    logits, taps = self(x, training=training, return_taps=True)
+    if not tap_energies:
+      return logits, taps
+    return logits, [losses.channel_energy(taps[name]) for name in self.student_layer_names]
 
   def _base_config(self) -> Dict[str, Any]:
     # No dtype policy, as for the supernet and the child: a model-level mixed policy would cast the pixels
@@ -317,6 +339,39 @@ class SmallCNN(_TapResNet):
     return {**self._base_config(), "width_multiplier": self.width_multiplier}
 
 
+@keras.saving.register_keras_serializable(package="rnascl_tf")
+class ResNet20(_TapResNet):
+  """CIFAR ResNet-20 (He et al. 2016, section 4.2): 3x3 conv 16, 3 stages x 3 basic blocks at
+  16/32/64 channels (strides 1/2/2), global average pooling, dense; 19 conv taps, 9 block taps.
+
+  A hand-designed reference student for NAS comparisons. Its two down-sampling blocks use 1x1
+  projection shortcuts (the paper's option B; its CIFAR table uses zero-padding, option A), which
+  add 2,944 of its 274,042 weights for 10 classes (count_params: BN moving statistics included;
+  the paper's 0.27M counts trainable weights).
+
+  Args:
+    image_shape: (H, W, C) of the [0, 1] pixel input.
+    num_classes: number of logits.
+    mean: per-channel pixel mean.
+    std: per-channel pixel standard deviation.
+    width_multiplier: scales every width (16/32/64, stem included).
+
+  Example:
+  >>> model = ResNet20((8, 8, 3), 10, [0.5] * 3, [0.25] * 3)  # Weights do not depend on the input size.
+  >>> tuple(model(ops.zeros((1, 8, 8, 3))).shape), model.count_params(), len(model.student_layer_names)
+  ((1, 10), 274042, 19)
+  """
+
+  def __init__(self, image_shape, num_classes, mean, std, width_multiplier: float = 1.0, **kwargs):
+    self.width_multiplier = float(width_multiplier)
+    widths = [scaled(c, self.width_multiplier) for c in (16, 32, 64)]
+    super().__init__(image_shape, num_classes, mean, std, stage_blocks=(3, 3, 3), stage_widths=widths,
+                     stage_strides=(1, 2, 2), stem_width=widths[0], block="basic", **kwargs)
+
+  def get_config(self):
+    return {**self._base_config(), "width_multiplier": self.width_multiplier}
+
+
 # arch name -> (class, fixed constructor arguments, knobs a user may set).
 _ARCHS: Dict[str, Tuple[type, Dict[str, Any], Tuple[str, ...]]] = {
     "resnet18": (ResNet18, {}, ("width_multiplier",)),
@@ -326,6 +381,7 @@ _ARCHS: Dict[str, Tuple[type, Dict[str, Any], Tuple[str, ...]]] = {
     "wrn28_10": (WideResNet, {"depth": 28, "widen_factor": 10}, ("width_multiplier",)),
     "resnet50": (ResNet50, {}, ("width_multiplier",)),
     "small_cnn": (SmallCNN, {}, ("width_multiplier",)),
+    "resnet20": (ResNet20, {}, ("width_multiplier",)),
 }
 
 TEACHER_ARCHS: Tuple[str, ...] = tuple(_ARCHS)

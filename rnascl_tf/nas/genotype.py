@@ -1,6 +1,6 @@
 """genotype.json: the searched architecture and tutor map (versioned schema, validated on load)."""
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from rnascl_tf.runtime import artefacts as io_utils
 from rnascl_tf.configs import TUTOR_MAPS
@@ -98,7 +98,7 @@ def tutor_map(g: Dict[str, Any]) -> List[int]:
   return [names.index(s["tutor"]) for s in g["student_layers"]]
 
 
-def ablation_tutor_map(g: Dict[str, Any], kind: str, seed: int = 0) -> List[int]:
+def ablation_tutor_map(g: Dict[str, Any], kind: str, seed: int = 0, n_student: Optional[int] = None) -> List[int]:
   """The tutor map used for retraining: the searched one or an ablation (docs/method.md section 11).
 
   Args:
@@ -107,14 +107,19 @@ def ablation_tutor_map(g: Dict[str, Any], kind: str, seed: int = 0) -> List[int]
       n_s -> teacher layer round(i * (n_t - 1) / (n_s - 1)), proportional position), "random"
       (uniform, seeded) or "last_layer" (every student layer -> the last teacher layer).
     seed: seed of the "random" map.
+    n_student: the student's layer count when the student is not the genotype's child (e.g. a
+      hand-designed baseline); the searched map does not exist for it.
 
   Returns:
     Per student layer, the index of its teacher layer.
   """
   import numpy as np  # Local: keeps genotype I/O light.
 
-  n_s, n_t = len(g["student_layers"]), len(g["teacher"]["tap_layers"])
+  n_s, n_t = n_student or len(g["student_layers"]), len(g["teacher"]["tap_layers"])
   if kind == "searched":
+    if n_student is not None:
+      raise UserInputError("the searched tutor map belongs to the genotype's child; choose --tutor_map=same_depth, "
+                           "random or last_layer for another student")
     return tutor_map(g)
   if kind == "same_depth":
     return [int(round(i * (n_t - 1) / max(n_s - 1, 1))) for i in range(n_s)]

@@ -2,8 +2,9 @@
 
 import dataclasses
 import os
-from typing import Optional
+from typing import Optional, Tuple
 
+import keras
 import tensorflow as tf
 
 from rnascl_tf import configs
@@ -14,6 +15,7 @@ from rnascl_tf.distill import teacher_taps as teacher_io
 from rnascl_tf.errors import UserInputError
 from rnascl_tf.models import child as child_lib
 from rnascl_tf.models import cost as cost_lib
+from rnascl_tf.nas import baselines
 from rnascl_tf.nas import genotype as genotype_lib
 from rnascl_tf.nas import search_space as ss
 from rnascl_tf.robust import objectives
@@ -40,6 +42,38 @@ def build_child(g: dict, info: DatasetInfo, path: str = "genotype",
   return child_lib.build_child_from_choices(space, choices, info.input_shape, info.num_classes, info.mean,
                                             info.std, source=f"genotype {path!r}", name="student",
                                             synchronized_bn=synchronized_bn)
+
+
+def build_student(g: dict, info: DatasetInfo, cfg: RetrainConfig, path: str = "genotype",
+                  synchronized_bn: bool = False) -> Tuple[keras.Model, dict]:
+  """The network `cfg.architecture` names, and how it was chosen.
+
+  "searched" is the genotype's child; "uniform" and "random" are children of the genotype's space
+  and "resnet20" the CIFAR ResNet-20 topology at a scaled width, each within 3% of the target FLOPs
+  (`cfg.arch_target_mflops`, or the searched child's).
+
+  Returns:
+    (network, {"kind", "flops", "params", ...}: the baseline's record; the searched child's costs).
+  """
+  child = build_child(g, info, path, synchronized_bn=synchronized_bn)
+  searched = cost_lib.count_model_cost(child, info.input_shape)
+  if cfg.architecture == "searched":
+    return child, {"kind": "searched", **searched}
+  target = cfg.arch_target_mflops * 1e6 or searched["flops"]
+  source = "--arch_target_mflops" if cfg.arch_target_mflops else f"the searched child's FLOPs ({path})"
+  if cfg.architecture == "resnet20":
+    return baselines.resnet20_at_flops(info.input_shape, info.num_classes, info.mean, info.std, target,
+                                       source=source)
+  space = ss.space_from_dict(g["search_space"]["definition"], source=f"genotype {path!r}")
+  choices = baselines.baseline_choices(cfg.architecture, space, info.input_shape, info.num_classes, target,
+                                       seed=cfg.arch_seed, source=source)
+  net = child_lib.build_child_from_choices(space, choices, info.input_shape, info.num_classes, info.mean, info.std,
+                                           source=f"{cfg.architecture} child", name="student",
+                                           synchronized_bn=synchronized_bn)
+  record = dict(choices["baseline"])
+  record["description"] = baselines.describe_choices(space, choices, record)
+  record["widths"] = choices["widths"]
+  return net, record
 
 
 def warm_start_from_search(child: child_lib.ChildNet, g: dict, info, search_dir: str) -> None:
@@ -103,8 +137,6 @@ def retrain(run: RunConfig, data_cfg: DataConfig, robust: RobustConfig, optim_cf
     The summary dict (also written to train_summary.json).
   """
   genotype_path = retrain_cfg.genotype
-  if retrain_cfg.architecture != "searched":
-    raise UserInputError(f"--architecture={retrain_cfg.architecture} is not available in this version yet")
   driver.refuse_finished_with_other_settings(run, "train", os.path.join(run.model_dir, "train_summary.json"),
                                              flag_record)
   robust = dataclasses.replace(robust, mode=retrain_cfg.adv_mode)
@@ -116,12 +148,24 @@ def retrain(run: RunConfig, data_cfg: DataConfig, robust: RobustConfig, optim_cf
   splits = load_splits(data_cfg)
   info = splits.info
   check_genotype_matches_data(g, info, genotype_path)
-  tmap = genotype_lib.ablation_tutor_map(g, retrain_cfg.tutor_map, seed=run.seed)
+  # Built once here (cheap) to size the tutor map and record the architecture before any training.
+  probe, arch = build_student(g, info, retrain_cfg, genotype_path)
+  student_layers = None
+  if retrain_cfg.architecture == "resnet20":
+    student_layers = list(probe.student_layer_names)
+    if distill.gamma_cl > 0 and retrain_cfg.tutor_map == "searched":
+      raise UserInputError("--architecture=resnet20 has no searched tutor map (the search mapped the child's "
+                           "layers); with --gamma_cl > 0 use --tutor_map=same_depth, random or last_layer")
+  del probe
+  # Without the cross-layer term the map is unused; a ResNet-20 then records the proportional one.
+  map_kind = "same_depth" if student_layers and retrain_cfg.tutor_map == "searched" else retrain_cfg.tutor_map
+  tmap = genotype_lib.ablation_tutor_map(g, map_kind, seed=run.seed,
+                                         n_student=len(student_layers) if student_layers else None)
   teacher_layers = [t["name"] for t in g["teacher"]["tap_layers"]]
   distill = dataclasses.replace(distill, tutor_map=tuple(tmap)) if distil else None
 
   def build():
-    student = build_child(g, info, genotype_path, synchronized_bn=run.sync_bn)
+    student = build_student(g, info, retrain_cfg, genotype_path, synchronized_bn=run.sync_bn)[0]
     taps = None
     if distil:
       _, taps = teacher_io.load_teacher(teacher_file, info.input_shape, info.num_classes, teacher_layers,
@@ -148,8 +192,10 @@ def retrain(run: RunConfig, data_cfg: DataConfig, robust: RobustConfig, optim_cf
       "base_loss": spec.loss, "loss_weights": dataclasses.asdict(weights),
       "distill_terms": {"lambda_kd": distill.lambda_kd if distill else 0.0,
                         "gamma_cl": distill.gamma_cl if distill else 0.0},
-      "tutor_map_kind": retrain_cfg.tutor_map,
-      "tutor_map": [{"student": s["name"], "teacher": teacher_layers[j]} for s, j in zip(g["student_layers"], tmap)],
+      "tutor_map_kind": map_kind,
+      "tutor_map": [{"student": s, "teacher": teacher_layers[j]}
+                    for s, j in zip(student_layers or [s["name"] for s in g["student_layers"]], tmap)],
+      "architecture": arch,
       "teacher": teacher_file if distil else None, "warm_start": retrain_cfg.warm_start_search_dir,
       "params": exact["params"], "flops": exact["flops"],
       "best": out["best"], "test_best": out["test_best"], "test_last": out["test_last"],

@@ -22,9 +22,12 @@ _TINY = {
         "stage4/block2/conv3": (1, 1, 128)}),
     "small_cnn": ({}, (16, 16, 1), {
         "stem/conv": (16, 16, 16), "stage2/block0/conv1": (8, 8, 32), "stage3/block0/out": (4, 4, 64)}),
+    "resnet20": (dict(width_multiplier=0.25), (8, 8, 1), {
+        "stem/conv": (8, 8, 4), "stage1/block2/conv2": (8, 8, 4), "stage2/block0/conv1": (4, 4, 8),
+        "stage3/block2/out": (2, 2, 16)}),
 }
-_CONV_TAPS = {"resnet18": 17, "preact_resnet18": 17, "wide_resnet": 7, "resnet50": 49, "small_cnn": 7}
-_BLOCK_TAPS = {"resnet18": 8, "preact_resnet18": 8, "wide_resnet": 3, "resnet50": 16, "small_cnn": 3}
+_CONV_TAPS = {"resnet18": 17, "preact_resnet18": 17, "wide_resnet": 7, "resnet50": 49, "small_cnn": 7, "resnet20": 19}
+_BLOCK_TAPS = {"resnet18": 8, "preact_resnet18": 8, "wide_resnet": 3, "resnet50": 16, "small_cnn": 3, "resnet20": 9}
 
 
 def _build(arch):
@@ -44,6 +47,7 @@ def _pixels(shape, seed=0):
     (teachers.WideResNet, dict(depth=28, widen_factor=10), 25, 12),
     (teachers.ResNet50, {}, 49, 16),
     (teachers.SmallCNN, {}, 7, 3),
+    (teachers.ResNet20, {}, 19, 9),
 ])
 def test_full_size_tap_counts_match_method_md(cls, kwargs, conv, block):
   # Tap names come from the structure, so full-size nets need no weights (nothing is built here).
@@ -90,6 +94,7 @@ def test_forward_and_taps(arch, tiny_models):
     (teachers.WideResNet, dict(depth=16, widen_factor=4, width_multiplier=0.5)),
     (teachers.ResNet50, dict(width_multiplier=0.5)),
     (teachers.SmallCNN, dict(width_multiplier=2.0)),
+    (teachers.ResNet20, dict(width_multiplier=0.5)),
 ])
 def test_config_round_trip(cls, kwargs):
   # Cheap (nothing built): every class's get_config must rebuild the same architecture.
@@ -103,7 +108,7 @@ def test_config_round_trip(cls, kwargs):
 
 # One per block type and config class family; ResNet-18 / ResNet-50 configs are covered by
 # test_config_round_trip (their 20-53-conv builds are the slowest part of this file on CPU).
-@pytest.mark.parametrize("arch", ["preact_resnet18", "wide_resnet", "small_cnn"])
+@pytest.mark.parametrize("arch", ["preact_resnet18", "wide_resnet", "small_cnn", "resnet20"])
 def test_keras_file_round_trip_safe_mode(arch, tiny_models, tmp_path):
   model = tiny_models(arch)
   x = _pixels(_TINY[arch][1], seed=1)
@@ -152,4 +157,65 @@ def test_build_teacher_errors():
   with pytest.raises(ValueError, match="tap kind"):
     teachers.SmallCNN((16, 16, 1), 10, [0.5], [0.25]).tap_names("relu")
   assert set(teachers.TEACHER_ARCHS) >= {"resnet18", "preact_resnet18", "wide_resnet", "wrn34_10",
-                                         "wrn28_10", "resnet50", "small_cnn"}
+                                         "wrn28_10", "resnet50", "small_cnn", "resnet20"}
+
+
+def test_resnet20_parameter_count_is_exact():
+  # Conv k x k, c_in -> c_out: k^2 c_in c_out weights (no bias); BN: 4 per channel in count_params
+  # (gamma, beta, moving mean, moving variance), 2 of them trainable; dense: c_in x classes + classes.
+  #   stem                   9*3*16 + 4*16                                    =     496
+  #   stage 1, 3 blocks      3 * (2*9*16*16 + 2*4*16)                         =  14,208
+  #   stage 2, block 0       9*16*32 + 9*32*32 + 2*4*32 + (16*32 + 4*32)      =  14,720  (1x1 projection)
+  #   stage 2, blocks 1-2    2 * (2*9*32*32 + 2*4*32)                         =  37,376
+  #   stage 3, block 0       9*32*64 + 9*64*64 + 2*4*64 + (32*64 + 4*64)      =  58,112  (1x1 projection)
+  #   stage 3, blocks 1-2    2 * (2*9*64*64 + 2*4*64)                         = 148,480
+  #   dense                  64*10 + 10                                       =     650
+  #   total                                                                    = 274,042
+  # BN channels: 16 + 6*16 + 7*32 + 7*64 = 784, so 274,042 - 2*784 = 272,474 trainable (He et al.: 0.27M).
+  # Parameters do not depend on the input size, so a tiny input keeps the build cheap.
+  model = teachers.build_teacher("resnet20", (8, 8, 3), 10, [0.5] * 3, [0.25] * 3)
+  assert model.count_params() == 274_042
+  assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == 272_474
+  assert tuple(model(_pixels((8, 8, 3))).shape) == (2, 10)
+  stem = 9 * 3 * 16 + 4 * 16
+  stage1 = 3 * (2 * 9 * 16 * 16 + 2 * 4 * 16)
+  stage2 = 9 * 16 * 32 + 9 * 32 * 32 + 2 * 4 * 32 + 16 * 32 + 4 * 32 + 2 * (2 * 9 * 32 * 32 + 2 * 4 * 32)
+  stage3 = 9 * 32 * 64 + 9 * 64 * 64 + 2 * 4 * 64 + 32 * 64 + 4 * 64 + 2 * (2 * 9 * 64 * 64 + 2 * 4 * 64)
+  assert stem + stage1 + stage2 + stage3 + 64 * 10 + 10 == 274_042
+
+
+def test_tap_energies_are_the_student_interface(tiny_models):
+  # RobustTrainer calls `net.call_with_taps(x, training=True, tap_energies=True)` on the student and
+  # indexes the list with the tutor map: one [N, H, W, 1] float32 energy per student layer, in order.
+  model = tiny_models("resnet20")
+  x = _pixels((8, 8, 1))
+  logits, taps = model.call_with_taps(x)
+  e_logits, energies = model.call_with_taps(x, tap_energies=True)
+  assert model.student_layer_names == model.tap_names("conv") and len(energies) == 19
+  np.testing.assert_allclose(e_logits.numpy(), logits.numpy(), rtol=1e-6)
+  for name, energy in zip(model.student_layer_names, energies):
+    assert energy.dtype == "float32" and tuple(energy.shape) == tuple(taps[name].shape[:-1]) + (1,)
+    np.testing.assert_allclose(energy.numpy(), np.sum(np.square(taps[name].numpy()), -1, keepdims=True),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_resnet20_trains_as_a_student_with_cross_layer_distillation():
+  from rnascl_tf.configs import DistillConfig, RobustConfig
+  from rnascl_tf.distill import teacher_taps as teacher_io
+  from rnascl_tf.robust.trainer import RobustTrainer
+
+  student = teachers.build_teacher("resnet20", (8, 8, 1), 10, [0.5], [0.25], width_multiplier=0.25)
+  teacher = teachers.build_teacher("small_cnn", (8, 8, 1), 10, [0.5], [0.25], width_multiplier=0.25)
+  taps = teacher_io.TeacherTaps(teacher, teacher.tap_names("conv"))
+  n_s, n_t = len(student.student_layer_names), len(taps.layer_names)
+  distill = DistillConfig(lambda_kd=1.0, kd_temperature=2.0, gamma_cl=1.0, cl_grid=2,
+                          tutor_map=tuple(i * (n_t - 1) // (n_s - 1) for i in range(n_s)))
+  trainer = RobustTrainer(student, RobustConfig(mode="standard"), teacher=taps, distill=distill)
+  optimizer = keras.optimizers.SGD(0.05)
+  optimizer.build(student.trainable_variables)
+  trainer.compile(optimizer=optimizer)
+  before = [w.numpy().copy() for w in student.trainable_weights]
+  history = trainer.fit(_pixels((8, 8, 1))[[0, 1, 0, 1]], np.array([0, 1, 2, 3]), batch_size=4, epochs=1,
+                        verbose=0).history
+  assert history["cl"][0] > 0 and np.isfinite(history["loss"][0])
+  assert all(not np.array_equal(a, b.numpy()) for a, b in zip(before, student.trainable_weights))

@@ -196,3 +196,39 @@ def test_cli_bad_genotype_exits_2_with_one_line(searched, tmp_path):
   assert proc.returncode == 2 and len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
   assert re.search(message, errors[0]), errors[0]
   assert snapshot() == before
+
+
+@pytest.mark.parametrize("architecture, arch_seed, mflops", [
+    ("uniform", 0, 0.0), ("random", 1, 0.0), ("random", 2, 0.0), ("random", 5, 0.09), ("resnet20", 0, 0.16016)])
+def test_baseline_students_match_the_target_flops(searched, architecture, arch_seed, mflops):
+  # mflops 0: the searched child's FLOPs; ResNet-20 at 8x8 cannot get near the tiny child's 71,504, so
+  # it gets its own FLOPs at width 1/4 (160,160) as the target.
+  _, path = searched
+  g = genotype_lib.load_genotype(path)
+  info = load_splits(DATA).info
+  target = mflops * 1e6 or g["cost"]["exact_child"]["flops"]
+  cfg = RetrainConfig(genotype=path, architecture=architecture, arch_seed=arch_seed, arch_target_mflops=mflops)
+  net, arch = retraining.build_student(g, info, cfg, path)
+  counted = cost_lib.count_model_cost(net, info.input_shape)
+  assert arch["kind"] == architecture and (arch["flops"], arch["params"]) == (counted["flops"], counted["params"])
+  assert abs(counted["flops"] - target) <= 0.03 * target
+
+
+def test_resnet20_student_trains_with_a_proportional_tutor_map(searched, tmp_path):
+  root, path = searched
+  common = dict(run=RunConfig(model_dir=str(tmp_path), epochs=1, steps_per_epoch=2, verbose=0), data_cfg=DATA,
+                robust=RobustConfig(eps=0.1, step_size=0.05, steps=1, val_attack_steps=1, val_examples=16,
+                                    test_attack_steps=1),
+                optim_cfg=OptimConfig(learning_rate=0.05), distill=DistillConfig(gamma_cl=1.0, cl_grid=4),
+                teacher=TeacherConfig())
+  with pytest.raises(UserInputError, match="no searched tutor map"):
+    retraining.retrain(retrain_cfg=RetrainConfig(genotype=path, objective="rslad", architecture="resnet20",
+                                                 arch_target_mflops=0.16016), **common)
+  s = retraining.retrain(retrain_cfg=RetrainConfig(genotype=path, objective="rslad", architecture="resnet20",
+                                                   arch_target_mflops=0.16016, tutor_map="same_depth"), **common)
+  assert s["architecture"]["kind"] == "resnet20" and s["architecture"]["width_multiplier"] == 0.25
+  assert s["flops"] == s["architecture"]["flops"] == 160160
+  n_t = len(genotype_lib.load_genotype(path)["teacher"]["tap_layers"])
+  assert [m["teacher"] for m in s["tutor_map"]] == [
+      genotype_lib.load_genotype(path)["teacher"]["tap_layers"][round(i * (n_t - 1) / 18)]["name"] for i in range(19)]
+  assert s["history"][0]["cl"] > 0
