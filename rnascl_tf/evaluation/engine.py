@@ -15,6 +15,7 @@ Library code: no flags. `evaluate_path` is the end-to-end call (load, evaluate, 
 """
 
 import dataclasses
+import hashlib
 import math
 import os
 import time
@@ -34,11 +35,33 @@ from rnascl_tf.robust.attack_specs import format_pixels
 
 SCHEMA = "rnascl_tf/eval"
 SCHEMA_VERSION = 1
+PER_EXAMPLE_SCHEMA = "rnascl_tf/eval_per_example"
 
 
 def _pixels(value: float) -> str:
   """'8/255' for multiples of 0.01/255, else '%g' (the format of the attack labels)."""
   return format_pixels(value, "inf")
+
+
+def bits(ok) -> str:
+  """Per-example outcomes as a string of '0'/'1', one character per example (compact in JSON).
+
+  >>> bits([True, False, True])
+  '101'
+  """
+  return "".join("1" if v else "0" for v in np.asarray(ok, bool))
+
+
+def _without_square(plan):
+  """`plan` without its Square attack (None when nothing is left), the omission recorded in not_run."""
+  kept = tuple(s for s in plan.attacks if s.name != "square")
+  if len(kept) == len(plan.attacks):
+    return plan
+  if not kept:
+    return None
+  skipped = {"attack": "Square", "reason": "not requested (--art_square=false)"}
+  return dataclasses.replace(plan, label=plan.label.replace("+Square", ""), attacks=kept,
+                             not_run=plan.not_run + (skipped,))
 
 
 class _Tally:
@@ -63,7 +86,8 @@ class _Tally:
 
 def evaluate_model(model_fn: Callable, dataset: Iterable, config: EvalConfig, num_classes: int,
                    input_shape: Sequence[int], batch_size: int = 128,
-                   progress: Optional[Callable[[str], None]] = None) -> dict:
+                   progress: Optional[Callable[[str], None]] = None, per_example: bool = False,
+                   art_square: bool = True) -> dict:
   """Evaluates `model_fn` under every attack of `config` and runs the sanity checks (no files).
 
   Seeds TF, NumPy and Python with `config.seed` first (keras.utils.set_random_seed), so a run is
@@ -83,6 +107,12 @@ def evaluate_model(model_fn: Callable, dataset: Iterable, config: EvalConfig, nu
     progress: called with one line after the clean pass and after each attack on each batch (accuracy
       on that batch, seconds, examples done), e.g. `print`; None is silent. A CPU evaluation runs for
       many minutes, and without it the console says nothing until the end.
+    per_example: also return "per_example": {"schema", "num_examples", "encoding", "images_sha256" (of
+      the float32 images and int labels in evaluation order: equal hashes mean the same examples in
+      the same order), "correct": {"clean", "worst_case", "worst_case_white_box": bits, "attacks":
+      {label: bits}}} with `bits` strings, so two models can be compared example by example.
+    art_square: run ART's Square (in the `autoattack` set or as the black-box check). False skips it
+      (recorded in "autoattack"."not_run"); the masking check is then "not run".
 
   Returns:
     The eval.json body without model/dataset metadata: see `evaluate_path` for the schema.
@@ -107,6 +137,8 @@ def evaluate_model(model_fn: Callable, dataset: Iterable, config: EvalConfig, nu
   unique = {c.label(): c for c in main_configs + sweep_configs}
   evaluator = robust_eval.RobustEvaluator(model_fn, list(unique.values()))
   plan = art_plan(config, num_classes, batch_size)
+  if plan is not None and not art_square:
+    plan = _without_square(plan)
   runner = ArtRunner(model_fn, tuple(input_shape), num_classes, plan, batch_size) if plan else None
   art_labels = [s.label for s in plan.attacks] if plan else []
   main_labels = [c.label() for c in main_configs] + art_labels
@@ -126,6 +158,8 @@ def evaluate_model(model_fn: Callable, dataset: Iterable, config: EvalConfig, nu
 
   # Per-example outcomes of every attack on the current batch: the worst case spans cleverhans *and* ART.
   ok_by_label = {}
+  outcomes = {"clean": [], "worst_case": [], "worst_case_white_box": [], **{label: [] for label in main_labels}}
+  images_hash = hashlib.sha256()
 
   def record(batch, done, label, x, x_adv, ok, seconds):
     tallies[label].add(ok, x_adv, x, seconds)
@@ -157,6 +191,12 @@ def evaluate_model(model_fn: Callable, dataset: Iterable, config: EvalConfig, nu
       blackbox_only += int(np.sum(white & ~np.logical_and.reduce(black)))
     worst_correct += int(robust.sum())
     whitebox_worst_correct += int(white.sum())
+    if per_example:
+      images_hash.update(np.ascontiguousarray(x, np.float32).tobytes())
+      images_hash.update(np.asarray(y, np.int64).tobytes())
+      for key, ok in [("clean", clean_ok), ("worst_case", robust), ("worst_case_white_box", white)] + [
+          (label, ok_by_label[label]) for label in main_labels]:
+        outcomes[key].append(np.asarray(ok, bool))
     n += x.shape[0]
   if n == 0:
     raise UserInputError("evaluation: the test split yielded no examples "
@@ -210,6 +250,14 @@ def evaluate_model(model_fn: Callable, dataset: Iterable, config: EvalConfig, nu
       "versions": {"tensorflow": tf.__version__, "keras": package_version("keras"),
                    "cleverhans": package_version("cleverhans"), "adversarial-robustness-toolbox": art_version()},
   }
+  if per_example:
+    joined = {key: bits(np.concatenate(parts)) for key, parts in outcomes.items()}
+    result["per_example"] = {
+        "schema": PER_EXAMPLE_SCHEMA, "schema_version": 1, "num_examples": n,
+        "encoding": "one character per test example in evaluation order: 1 = classified correctly, 0 = not",
+        "images_sha256": images_hash.hexdigest(),
+        "correct": {"clean": joined.pop("clean"), "worst_case": joined.pop("worst_case"),
+                    "worst_case_white_box": joined.pop("worst_case_white_box"), "attacks": joined}}
   result["sanity"] = sanity.sanity_checks(result, blackbox_only=blackbox_only)
   sanity.mark_white_box_validity(result)
   result["wall_seconds"] = round(time.perf_counter() - start, 3)
@@ -217,7 +265,8 @@ def evaluate_model(model_fn: Callable, dataset: Iterable, config: EvalConfig, nu
 
 
 def evaluate_path(model_path: str, data_cfg, config: EvalConfig, output_dir: Optional[str] = None,
-                  fail_on_sanity: bool = True, progress: Optional[Callable[[str], None]] = None) -> dict:
+                  fail_on_sanity: bool = True, progress: Optional[Callable[[str], None]] = None,
+                  per_example: bool = False, art_square: bool = True) -> dict:
   """Loads a model and the test split, evaluates, writes the reports, and checks sanity.
 
   The call the pipeline makes for the teacher, the searched child and the exported SavedModel.
@@ -229,6 +278,9 @@ def evaluate_path(model_path: str, data_cfg, config: EvalConfig, output_dir: Opt
     output_dir: where eval.json, eval.md and eps_sweep.png go (default `eval_reports.default_output_dir`).
     fail_on_sanity: raise `sanity.SanityCheckError` after writing if a sanity check failed.
     progress: per-attack progress lines, as in `evaluate_model`.
+    per_example: also write per_example.json (`evaluate_model`'s "per_example" with the model path
+      and the dataset; its path in "paths"."per_example"). Never part of eval.json.
+    art_square: as in `evaluate_model`.
 
   Returns:
     The eval.json content: {"schema": "rnascl_tf/eval", "schema_version": 1, "model": {"path", "format",
@@ -257,7 +309,9 @@ def evaluate_path(model_path: str, data_cfg, config: EvalConfig, output_dir: Opt
                               f"--dataset={data_cfg.dataset} (image size {info.input_shape[0]})")
   dataset = splits.dataset("test", training=False)
   result = evaluate_model(loaded.model_fn, dataset, config, info.num_classes, info.input_shape,
-                          batch_size=data_cfg.batch_size, progress=progress)
+                          batch_size=data_cfg.batch_size, progress=progress, per_example=per_example,
+                          art_square=art_square)
+  examples = result.pop("per_example", None)
   result = {
       "schema": result.pop("schema"), "schema_version": result.pop("schema_version"),
       "model": {"path": os.path.abspath(model_path), "format": loaded.format, "input_shape": list(info.input_shape),
@@ -267,6 +321,9 @@ def evaluate_path(model_path: str, data_cfg, config: EvalConfig, output_dir: Opt
       **result}
   output_dir = output_dir or eval_reports.default_output_dir(model_path)
   result["paths"] = {k: os.path.abspath(v) for k, v in eval_reports.report_paths(output_dir).items()}
+  if examples is not None:
+    examples = {**examples, "model": result["model"]["path"], "dataset": result["dataset"], "seed": config.seed}
+    result["paths"]["per_example"] = os.path.abspath(eval_reports.write_per_example(examples, output_dir))
   eval_reports.write_reports(result, output_dir,
                              curve_name=os.path.splitext(os.path.basename(os.path.normpath(model_path)))[0])
   if fail_on_sanity:

@@ -21,6 +21,24 @@ def report_paths(output_dir: str) -> dict:
           "eps_sweep_png": os.path.join(output_dir, "eps_sweep.png")}
 
 
+PER_EXAMPLE_FILE = "per_example.json"
+
+
+def write_per_example(per_example: dict, output_dir: str) -> str:
+  """Writes an evaluation's per-example outcomes to `output_dir`/per_example.json (atomically).
+
+  Args:
+    per_example: the "per_example" record of `engine.evaluate_model` (plus provenance).
+    output_dir: the folder (created if missing).
+
+  Returns:
+    The path written.
+  """
+  path = os.path.join(output_dir, PER_EXAMPLE_FILE)
+  io_utils.atomic_write_json(path, per_example)
+  return path
+
+
 def sweep_curve(result: dict) -> list:
   """The (eps, accuracy) points of a result's eps sweep, for `plots.eps_sweep_png`."""
   return [(p["eps"], p["accuracy"]) for p in result["eps_sweep"]["points"]]

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 import helpers
-from rnascl_tf.configs import DataConfig, EvalConfig
+from rnascl_tf.configs import ArtBudget, DataConfig, EvalConfig
 from rnascl_tf.errors import UserInputError
 from rnascl_tf.evaluation import engine, loading
 from rnascl_tf.evaluation.sanity import monotone_tolerance, raise_for_sanity
@@ -118,3 +118,48 @@ def test_savedmodel_is_evaluated_through_its_signature(tiny_files):
 def test_bad_config_names_the_flag(kwargs, flag):
   with pytest.raises(UserInputError, match=flag):
     EvalConfig(**kwargs)
+
+
+def test_per_example_outcomes_add_up_and_square_can_be_left_out(toy):
+  config = EvalConfig(eps=toy.eps, step_size=1 / 255, attacks=("fgsm", "pgd3"), eps_sweep=(), autoattack="fast",
+                      art_budget=ArtBudget(apgd_iter=2, apgd_restarts=1, apgd_targets=1, square_queries=5))
+  r = engine.evaluate_model(toy.model_fn, toy.dataset, config, toy.num_classes, toy.shape, batch_size=16,
+                            per_example=True, art_square=False)
+  assert [e["attack"] for e in r["attacks"]] == ["fgsm", "pgd", "apgd_ce", "apgd_t"]  # no Square
+  assert {"attack": "Square", "reason": "not requested (--art_square=false)"} in r["autoattack"]["not_run"]
+  assert "Square" not in r["autoattack"]["label"]
+  assert r["sanity"]["checks"]["blackbox_not_stronger"]["status"] == "not run"
+  pe = r["per_example"]
+  assert pe["num_examples"] == 32 and set(pe["correct"]["attacks"]) == {e["label"] for e in r["attacks"]}
+  ok = {k: np.array([c == "1" for c in v]) for k, v in pe["correct"]["attacks"].items()}
+  clean = np.array([c == "1" for c in pe["correct"]["clean"]])
+  assert clean.sum() == r["clean"]["correct"] and all(ok[e["label"]].sum() == e["correct"] for e in r["attacks"])
+  worst = clean & np.logical_and.reduce(list(ok.values()))
+  assert pe["correct"]["worst_case"] == pe["correct"]["worst_case_white_box"] == engine.bits(worst)
+  assert worst.sum() == r["worst_case"]["correct"]
+  # The hash names the examples, not the model: another model on the same batches has the same one.
+  fgsm = EvalConfig(attacks=("fgsm",), eps_sweep=(), blackbox_queries=0)
+  other = engine.evaluate_model(lambda x: -toy.model_fn(x), toy.dataset, fgsm, toy.num_classes, toy.shape,
+                                per_example=True)
+  shuffled = tf.data.Dataset.from_tensor_slices((toy.x[::-1], toy.y[::-1])).batch(16)
+  reordered = engine.evaluate_model(toy.model_fn, shuffled, fgsm, toy.num_classes, toy.shape, per_example=True)
+  assert other["per_example"]["images_sha256"] == pe["images_sha256"] != reordered["per_example"]["images_sha256"]
+  assert "per_example" not in toy.evaluate(fgsm)
+
+
+def test_per_example_file_and_the_test_images_depend_on_the_eval_seed_only(tiny_files, tmp_path):
+  # The study evaluates every model with one fixed --seed, so every model sees the same test images
+  # in the same order; the test split itself is a seeded subset (another --seed: other images).
+  config = EvalConfig(attacks=("fgsm",), eps_sweep=(), blackbox_queries=0)
+  hashes = {}
+  for name, seed in [("a", 0), ("b", 0), ("c", 1)]:
+    data_cfg = DataConfig(dataset="digits", image_size=8, batch_size=16, seed=seed, max_test_examples=24)
+    r = engine.evaluate_path(tiny_files.teacher, data_cfg, config, output_dir=str(tmp_path / name),
+                             fail_on_sanity=False, per_example=True)
+    pe = json.load(open(tmp_path / name / "per_example.json"))
+    assert r["paths"]["per_example"] == str(tmp_path / name / "per_example.json") and "per_example" not in r
+    assert "per_example" not in json.load(open(tmp_path / name / "eval.json"))
+    assert pe["schema"] == engine.PER_EXAMPLE_SCHEMA and pe["dataset"]["seed"] == seed and pe["num_examples"] == 24
+    assert pe["correct"]["clean"].count("1") == r["clean"]["correct"] and len(pe["correct"]["clean"]) == 24
+    hashes[name] = pe["images_sha256"]
+  assert hashes["a"] == hashes["b"] != hashes["c"]
