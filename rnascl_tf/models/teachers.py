@@ -17,7 +17,7 @@ WRN-34-10 31, WRN-28-10 25, ResNet-50 49, ResNet-20 19 and `small_cnn` 7 (docs/m
 """
 
 import functools
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import keras
 from keras import ops
@@ -355,6 +355,7 @@ class ResNet20(_TapResNet):
     mean: per-channel pixel mean.
     std: per-channel pixel standard deviation.
     width_multiplier: scales every width (16/32/64, stem included).
+    widths: the three stage widths (the stem has the first), instead of the multiplier.
 
   Example:
   >>> model = ResNet20((8, 8, 3), 10, [0.5] * 3, [0.25] * 3)  # Weights do not depend on the input size.
@@ -362,14 +363,16 @@ class ResNet20(_TapResNet):
   ((1, 10), 274042, 19)
   """
 
-  def __init__(self, image_shape, num_classes, mean, std, width_multiplier: float = 1.0, **kwargs):
+  def __init__(self, image_shape, num_classes, mean, std, width_multiplier: float = 1.0,
+               widths: Optional[Sequence[int]] = None, **kwargs):
     self.width_multiplier = float(width_multiplier)
-    widths = [scaled(c, self.width_multiplier) for c in (16, 32, 64)]
-    super().__init__(image_shape, num_classes, mean, std, stage_blocks=(3, 3, 3), stage_widths=widths,
-                     stage_strides=(1, 2, 2), stem_width=widths[0], block="basic", **kwargs)
+    # Explicit per-stage widths (FLOPs matching: `nas.baselines.resnet20_at_flops`) win over the multiplier.
+    self.widths = [int(w) for w in widths] if widths else [scaled(c, self.width_multiplier) for c in (16, 32, 64)]
+    super().__init__(image_shape, num_classes, mean, std, stage_blocks=(3, 3, 3), stage_widths=self.widths,
+                     stage_strides=(1, 2, 2), stem_width=self.widths[0], block="basic", **kwargs)
 
   def get_config(self):
-    return {**self._base_config(), "width_multiplier": self.width_multiplier}
+    return {**self._base_config(), "width_multiplier": self.width_multiplier, "widths": list(self.widths)}
 
 
 # arch name -> (class, fixed constructor arguments, knobs a user may set).
@@ -381,7 +384,7 @@ _ARCHS: Dict[str, Tuple[type, Dict[str, Any], Tuple[str, ...]]] = {
     "wrn28_10": (WideResNet, {"depth": 28, "widen_factor": 10}, ("width_multiplier",)),
     "resnet50": (ResNet50, {}, ("width_multiplier",)),
     "small_cnn": (SmallCNN, {}, ("width_multiplier",)),
-    "resnet20": (ResNet20, {}, ("width_multiplier",)),
+    "resnet20": (ResNet20, {}, ("width_multiplier", "widths")),
 }
 
 TEACHER_ARCHS: Tuple[str, ...] = tuple(_ARCHS)

@@ -15,6 +15,7 @@ from rnascl_tf.distill import teacher_taps as teacher_io
 from rnascl_tf.errors import UserInputError
 from rnascl_tf.models import child as child_lib
 from rnascl_tf.models import cost as cost_lib
+from rnascl_tf.models import reference_nets
 from rnascl_tf.nas import baselines
 from rnascl_tf.nas import genotype as genotype_lib
 from rnascl_tf.nas import search_space as ss
@@ -62,8 +63,8 @@ def build_student(g: dict, info: DatasetInfo, cfg: RetrainConfig, path: str = "g
   target = cfg.arch_target_mflops * 1e6 or searched["flops"]
   source = "--arch_target_mflops" if cfg.arch_target_mflops else f"the searched child's FLOPs ({path})"
   if cfg.architecture == "resnet20":
-    return baselines.resnet20_at_flops(info.input_shape, info.num_classes, info.mean, info.std, target,
-                                       source=source)
+    return reference_nets.resnet20_at_flops(info.input_shape, info.num_classes, info.mean, info.std, target,
+                                            source=source, synchronized_bn=synchronized_bn)
   space = ss.space_from_dict(g["search_space"]["definition"], source=f"genotype {path!r}")
   choices = baselines.baseline_choices(cfg.architecture, space, info.input_shape, info.num_classes, target,
                                        seed=cfg.arch_seed, source=source)

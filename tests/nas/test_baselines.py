@@ -179,9 +179,3 @@ def test_describe_choices_shows_searched_ratios():
   assert bl.describe_choices(space, c, c["baseline"]).endswith(
       f"({c['baseline']['flops'] / 1e6:.3f} MFLOPs, {c['baseline']['params']:,} params)")
 
-
-@pytest.mark.parametrize("shape, width", [((8, 8, 1), 0.25), ((32, 32, 3), 0.40625), ((32, 32, 3), 1.0), ((9, 7, 3), 0.5)])
-def test_resnet20_flops_formula_is_the_counted_cost(shape, width):
-  from rnascl_tf.models import teachers
-  net = teachers.build_teacher("resnet20", shape, 10, [0.5] * shape[2], [0.25] * shape[2], width_multiplier=width)
-  assert bl.resnet20_flops(shape, 10, width) == cost.count_model_cost(net, shape)["flops"]

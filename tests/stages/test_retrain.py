@@ -226,7 +226,7 @@ def test_resnet20_student_trains_with_a_proportional_tutor_map(searched, tmp_pat
                                                  arch_target_mflops=0.16016), **common)
   s = retraining.retrain(retrain_cfg=RetrainConfig(genotype=path, objective="rslad", architecture="resnet20",
                                                    arch_target_mflops=0.16016, tutor_map="same_depth"), **common)
-  assert s["architecture"]["kind"] == "resnet20" and s["architecture"]["width_multiplier"] == 0.25
+  assert s["architecture"]["kind"] == "resnet20" and s["architecture"]["widths"] == [4, 8, 16]
   assert s["flops"] == s["architecture"]["flops"] == 160160
   n_t = len(genotype_lib.load_genotype(path)["teacher"]["tap_layers"])
   assert [m["teacher"] for m in s["tutor_map"]] == [
