@@ -88,26 +88,7 @@ def build_child_from_choices(space: ss.SearchSpace, choices: Mapping, input_shap
   Returns:
     The built `ChildNet`.
   """
-  specs = ss.block_specs(space)
-  if not isinstance(choices, Mapping) or not isinstance(choices.get("widths"), Mapping):
-    raise UserInputError(f"{source}: expected an object with 'widths' keyed by block name")
-  exps = choices.get("expansions")
-  if exps is None:
-    if any(len(s.expansions) > 1 for s in specs):
-      raise UserInputError(f"{source}: the space searches expansion ratios but 'expansions' is missing")
-    exps = {s.name: s.expansions[0] for s in specs}
-  if not isinstance(exps, Mapping):
-    raise UserInputError(f"{source}: 'expansions' must be an object keyed by block name")
-  names = [s.name for s in specs]
-  for what, table in (("widths", choices["widths"]), ("expansions", exps)):
-    missing = [n for n in names if n not in table]
-    extra = [n for n in table if n not in names]
-    if missing or extra:
-      raise UserInputError(f"{source}: '{what}' must name exactly the blocks of space {space.name!r}; "
-                           f"missing {missing}, unknown {extra}")
-  widths = [choices["widths"][n] for n in names]
-  expansions = [exps[n] for n in names]
-  ss.validate_choices(space, widths, expansions, source=source)
+  widths, expansions = ss.choice_lists(space, choices, source=source)
   kwargs = {} if name is None else {"name": name}
   return ChildNet(space, widths, expansions, input_shape, num_classes, mean, std, synchronized_bn=synchronized_bn,
                   **kwargs)

@@ -32,35 +32,8 @@ _AIM = 0.25
 
 
 def choice_lists(space: ss.SearchSpace, choices: Mapping, source: str = "architecture choices") -> tuple:
-  """Per-block (widths, expansions) lists, in network order, from a choices mapping.
-
-  Args:
-    space: the search space.
-    choices: {"widths": {block: width}, "expansions": {block: ratio}}; "expansions" may be omitted
-      when no stage has several ratios (as for `child.build_child_from_choices`).
-    source: names the flag or file in error messages.
-
-  Returns:
-    (widths, expansions): two lists of ints, validated against `space`.
-  """
-  specs = ss.block_specs(space)
-  if not isinstance(choices, Mapping) or not isinstance(choices.get("widths"), Mapping):
-    raise UserInputError(f"{source}: expected an object with 'widths' keyed by block name")
-  exps = choices.get("expansions")
-  if exps is None:
-    if any(len(s.expansions) > 1 for s in specs):
-      raise UserInputError(f"{source}: the space searches expansion ratios but 'expansions' is missing")
-    exps = {s.name: s.expansions[0] for s in specs}
-  names = [s.name for s in specs]
-  for what, table in (("widths", choices["widths"]), ("expansions", exps)):
-    if not isinstance(table, Mapping) or sorted(table) != sorted(names):
-      raise UserInputError(f"{source}: '{what}' must name exactly the blocks {names} of space {space.name!r}")
-  # numpy integers (e.g. from a Generator) count as ints; anything else is validated as given.
-  as_int = lambda v: int(v) if isinstance(v, np.integer) else v  # noqa: E731
-  widths = [as_int(choices["widths"][n]) for n in names]
-  expansions = [as_int(exps[n]) for n in names]
-  ss.validate_choices(space, widths, expansions, source=source)
-  return widths, expansions
+  """`search_space.choice_lists`: per-block (widths, expansions) lists of a validated choices mapping."""
+  return ss.choice_lists(space, choices, source)
 
 
 def choice_cost(space: ss.SearchSpace, choices: Mapping, input_shape: Sequence[int], num_classes: int) -> dict:

@@ -13,8 +13,9 @@ the second stage. Student (distillation) layers are named "stem", "<block>/expan
 import dataclasses
 import json
 import math
+import numbers
 import os
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 from rnascl_tf.errors import UserInputError
 # The schema's names are this module's too (callers use ss.SearchSpace, ss.Stage, ...).
@@ -318,3 +319,45 @@ def spatial_sizes(space: SearchSpace, height: int, width: int) -> dict:
     h, w = math.ceil(h / spec.stride), math.ceil(w / spec.stride)
     sizes[spec.name] = (h, w)
   return sizes
+
+
+def choice_lists(space: SearchSpace, choices: Mapping, source: str = "architecture choices") -> tuple:
+  """Per-block (widths, expansions) lists, in network order, from a choices mapping.
+
+  Args:
+    space: the search space.
+    choices: {"widths": {block: width}, "expansions": {block: ratio}} (the format of
+      `Supernet.derive()`); "expansions" may be omitted when no stage has several ratios. Extra keys
+      (e.g. probabilities) are ignored.
+    source: names the flag or file in error messages.
+
+  Returns:
+    (widths, expansions): two lists of ints, validated against `space`.
+
+  Raises:
+    UserInputError: a malformed mapping, missing or unknown blocks, or choices the space does not offer.
+  """
+  specs = block_specs(space)
+  if not isinstance(choices, Mapping) or not isinstance(choices.get("widths"), Mapping):
+    raise UserInputError(f"{source}: expected an object with 'widths' keyed by block name")
+  exps = choices.get("expansions")
+  if exps is None:
+    if any(len(s.expansions) > 1 for s in specs):
+      raise UserInputError(f"{source}: the space searches expansion ratios but 'expansions' is missing")
+    exps = {s.name: s.expansions[0] for s in specs}
+  if not isinstance(exps, Mapping):
+    raise UserInputError(f"{source}: 'expansions' must be an object keyed by block name")
+  names = [s.name for s in specs]
+  for what, table in (("widths", choices["widths"]), ("expansions", exps)):
+    missing = [n for n in names if n not in table]
+    extra = [n for n in table if n not in names]
+    if missing or extra:
+      raise UserInputError(f"{source}: '{what}' must name exactly the blocks of space {space.name!r}; "
+                           f"missing {missing}, unknown {extra}")
+  # numpy integers (e.g. from a Generator) count as ints; anything else is validated as given.
+  as_int = lambda v: int(v) if isinstance(v, numbers.Integral) and not isinstance(v, bool) else v  # noqa: E731
+  widths = [as_int(choices["widths"][n]) for n in names]
+  expansions = [as_int(exps[n]) for n in names]
+  validate_choices(space, widths, expansions, source=source)
+  return widths, expansions
+
