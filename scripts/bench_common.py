@@ -21,6 +21,7 @@ import datetime
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from typing import Callable, Dict, List, Optional, Sequence
@@ -104,6 +105,17 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0))
   except AttributeError:  # Not Linux.
     return os.cpu_count() or 1
+
+
+def nvidia_smi() -> list:
+  """[{name, driver, memory_mb}] per GPU from nvidia-smi, [] where it is missing."""
+  try:
+    out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
+                          "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=20).stdout
+  except (OSError, subprocess.SubprocessError):
+    return []
+  rows = [[c.strip() for c in line.split(",")] for line in out.splitlines() if line.count(",") == 2]
+  return [{"name": n, "driver": d, "memory_mb": int(float(m))} for n, d, m in rows]
 
 
 def device_info() -> dict:

@@ -1,7 +1,7 @@
 """One prepared GPU check: devices, one device vs mirrored, XLA, and throughput in three precisions.
 
     python scripts/gpu_check.py [--out=scripts/bench_results/gpu_check.json] [--budget_s=400]
-    python scripts/gpu_check.py --dry_run     # CPU, tiny shapes: what the test suite runs
+    python scripts/gpu_check.py --dry_run     # CPU, tiny shapes, ~50 CPU-seconds: the suite's test (--help)
 
 On one GPU, as is, in at most about 8 minutes; writes one JSON and prints a table (BUILD.md, GPU check):
 1. devices: GPUs, TF / CUDA / cuDNN (`tf.sysconfig.get_build_info()`), driver; the first GPU split into
@@ -19,9 +19,9 @@ Throughput jobs whose predicted first call no longer fits in --budget_s are skip
 import argparse
 import contextlib
 import functools
+import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
@@ -37,11 +37,19 @@ ORDER = [("float32", False), ("bf16", True), ("float32", True), ("bf16", False),
 TIGHT = {"search": {"log_rtol": 1e-4, "log_atol": 1e-5, "var_atol": 1e-5},
          "retrain": {"log_rtol": 1e-5, "log_atol": 1e-6, "var_atol": 1e-5}}
 LOOSE = {"log_rtol": 0.02, "log_atol": 1e-3, "var_atol": 0.5}
+# --dry_run's space: the dry run's cost is tracing, which grows with the blocks; one residual block with two
+# widths runs the same search and retraining steps as `tiny`'s three blocks (it has no stride-2 block).
+DRY_SPACE_SPEC = {"name": "dry_one_block", "stem_width": 8, "stages": [
+    {"blocks": 1, "stride": 1, "max_width": 8, "width_options": [8, 4], "expansions": [3]}]}
+DRY_SPACE = json.dumps(DRY_SPACE_SPEC)
+DRY_RUN_HELP = ("the suite's check of this script's code paths, on the CPU: 8x8 inputs, a one-block space, small_cnn "
+                "teachers; one device vs mirrored (2 logical CPUs, no XLA); one timed step per float32 row and the "
+                "bf16 teacher row. About 50 s of CPU (user + sys) on 2 cores; longer on a busy machine (target 60 s)")
 DEFAULTS = [("out", os.path.join(bc.REPO, "scripts", "bench_results", "gpu_check.json"),  # (option, GPU, --dry_run)
              os.path.join(bc.DEFAULT_OUT_DIR, "gpu_check_dry_run.json")),
             ("budget_s", 400.0, 900.0), ("measure_budget_s", 40.0, 10.0), ("steps", 5, 1),
             ("batch_size", 128, 8), ("eval_batch_size", 500, 8), ("pgd_steps", 10, 2), ("eval_steps", 20, 2),
-            ("agree_space", "tiny", "tiny"), ("agree_teacher", "resnet18", "small_cnn"),
+            ("agree_space", "tiny", DRY_SPACE), ("agree_teacher", "resnet18", "small_cnn"),
             ("agree_teacher_width", 0.25, 0.25), ("agree_batch", 32, 8), ("agree_steps", 3, 2), ("seed", 0, 0)]
 FP16_ON_CPU = "fp16 is not run on CPU: float16 kernels are emulated there (slower than float32)"
 XLA_ON_CPU = {"mirrored": "XLA cannot run a step whose variables live on a second logical CPU (both are one XLA "
@@ -52,7 +60,7 @@ AGREE_OBJECTIVE = "ce_kd"  # As tests/runtime/test_distribute.py (TRADES' sign s
 
 def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--dry_run", action="store_true", help="CPU, tiny shapes, one timed step (the suite's test)")
+  p.add_argument("--dry_run", action="store_true", help=DRY_RUN_HELP)
   for name, gpu, dry in DEFAULTS:
     p.add_argument(f"--{name}", type=type(gpu), default=None, help=f"default {gpu} ({dry} with --dry_run)")
   p.add_argument("--objectives", default="trades_kd", help="retraining objectives to time (comma-separated)")
@@ -69,23 +77,12 @@ def parse_args(argv=None):
   return args
 
 
-def nvidia_smi() -> list:
-  """[{name, driver, memory_mb}] per GPU from nvidia-smi, [] where it is missing."""
-  try:
-    out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
-                          "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=20).stdout
-  except (OSError, subprocess.SubprocessError):
-    return []
-  rows = [[c.strip() for c in line.split(",")] for line in out.splitlines() if line.count(",") == 2]
-  return [{"name": n, "driver": d, "memory_mb": int(float(m))} for n, d, m in rows]
-
-
 def split_devices(args) -> dict:
   """Two logical devices on the first GPU (or the CPU); must run before TensorFlow initialises them."""
   import tensorflow as tf
 
   gpus = [] if args.dry_run else tf.config.list_physical_devices("GPU")
-  smi = nvidia_smi() if gpus else []
+  smi = bc.nvidia_smi() if gpus else []
   kind = "GPU" if gpus else "CPU"
   memory_mb = None
   try:
@@ -131,7 +128,8 @@ class Setup:
   def __init__(self, args):
     self.args, self.dry = args, args.dry_run
     self.shape = (8, 8, 3) if self.dry else bc.CIFAR_SHAPE
-    self.space = "tiny" if self.dry else "s7"
+    self.space = DRY_SPACE if self.dry else "s7"  # A built-in name or JSON text (`resolve_space`).
+    self.space_name = DRY_SPACE_SPEC["name"] if self.dry else self.space
 
   def teacher(self, arch, width=None, brief=False):
     """(model, taps, description) of a seeded built-in teacher (`brief`: without the tap shapes)."""
@@ -184,7 +182,7 @@ def retrain_trainer(setup, child, taps, objective: str, pgd_steps: int):
                        teacher=taps if used else None, distill=distill if used else None)
 
 
-def agreement_run(setup, kind, strategy, jit):
+def agreement_run(setup, kind, strategy, jit, teachers):
   """`fit` of `agree_steps` steps: {logs, vars (arch / weights), fit_s, step_s (median after the first)}."""
   import keras
   import numpy as np
@@ -192,7 +190,9 @@ def agreement_run(setup, kind, strategy, jit):
 
   a = setup.args
   with strategy.scope():
-    _, taps, _ = setup.teacher(a.agree_teacher, a.agree_teacher_width)
+    if strategy not in teachers:  # One frozen teacher per strategy (inference only; each model reseeds).
+      teachers[strategy] = setup.teacher(a.agree_teacher, a.agree_teacher_width)[1]
+    taps = teachers[strategy]
     if kind == "search":
       model = bc.build_search_model(a.agree_space, taps, setup.shape, seed=a.seed, synchronized_bn=True)
       model.compile(optimizer=model.optimizer, jit_compile=jit)
@@ -233,7 +233,7 @@ def agreement(setup, devices) -> dict:
   tf.config.experimental.enable_tensor_float_32_execution(False)
   mirrored = tf.distribute.MirroredStrategy(devices["replicas"])  # One strategy: its collective keys stay unique.
   strategies = {"one_device": tf.distribute.get_strategy(), "mirrored": mirrored}
-  runs, checks = {}, {}
+  runs, checks, teachers = {}, {}, {}
   try:
     for kind in ("search", "retrain"):
       for where, strategy in strategies.items():
@@ -244,7 +244,7 @@ def agreement(setup, devices) -> dict:
             continue
           bc.log(f"agreement run {name} ...")
           try:
-            runs[name] = {"status": "ok", **agreement_run(setup, kind, strategy, jit)}
+            runs[name] = {"status": "ok", **agreement_run(setup, kind, strategy, jit, teachers)}
           except Exception as e:  # Recorded: a failure here is what the check is for.
             runs[name] = {"status": "failed", "error": f"{type(e).__name__}: {str(e)[:500]}"}
       pairs = {"mirrored_vs_one_device": ("mirrored/xla_off", "one_device/xla_off", TIGHT[kind]),
@@ -295,7 +295,7 @@ def build_workload(setup, name, precision):
         fns["without_cl"] = functools.partial(without_cl, data)
       return fns
 
-    return search_candidates, 2 * a.batch_size, {**desc, "space": setup.space}
+    return search_candidates, 2 * a.batch_size, {**desc, "space": setup.space_name}
   child = setup.child()
   config = attacks.AttackConfig("pgd", eps=8 / 255, step_size=2 / 255, steps=a.eval_steps)
   model_fn = functools.partial(child.__call__, training=False)  # One object: cleverhans keys on it.
@@ -306,7 +306,7 @@ def build_workload(setup, name, precision):
                               reduce_retracing=True)
     return {"step": lambda: attack(x, y)}
 
-  return eval_candidates, a.eval_batch_size, {"model": f"child:{setup.space} at maximum widths",
+  return eval_candidates, a.eval_batch_size, {"model": f"child:{setup.space_name} at maximum widths",
                                               "params": int(child.count_params()), "attack": config.label()}
 
 

@@ -170,7 +170,7 @@ def test_bench_memory_jit_on_reads_the_xla_buffer_assignment(tmp_path):
   assert not [p for p in os.listdir(tmp_path) if p.startswith(".xla_dump_")]  # The dumps are removed.
 
 
-@pytest.mark.slow  # A fresh process (its two logical CPUs are set before TF starts): ~90 s on 2 cores.
+@pytest.mark.slow  # A fresh process (its two logical CPUs are set before TF starts): ~45 s of CPU on 2 cores.
 def test_gpu_check_dry_run(tmp_path):
   out = str(tmp_path / "gpu_check.json")
   helpers.run_cli("scripts/gpu_check.py", "--dry_run", f"--out={out}", "--machine_shared", "--note=smoke test",
@@ -201,5 +201,9 @@ def test_gpu_check_dry_run(tmp_path):
     if not name.endswith("wrn34_10"):
       assert row["float32/xla_off"]["status"] == "ok" and row["float32/xla_off"]["images_per_second"] > 0, name
   assert rows["teacher_pgd_at/resnet18"]["bf16/xla_off"]["images_per_second"] > 0
+  # The dry run's one-block space (its cost is tracing), in the agreement fits and the throughput rows alike.
+  assert rows["search/s7+resnet18"]["float32/xla_off"]["model"]["space"] == "dry_one_block"
+  assert rows["eval/pgd20"]["float32/xla_off"]["model"]["model"] == "child:dry_one_block at maximum widths"
+  assert json.loads(data["settings"]["agree_space"])["name"] == "dry_one_block"
   assert "not run on CPU" in data["settings"]["fp16"]
   assert r["search_overhead"]["xla_off"]["overhead_ratio"] > 0
