@@ -10,8 +10,8 @@ On one GPU, as is, in at most about 8 minutes; writes one JSON and prints a tabl
    steps on one device and under `mirrored` over the two logical devices, --jit_compile off and on,
    within the CPU tests' tolerances (one device vs mirrored) or the XLA test's looser one;
 3. throughput (images/s): teacher PGD-AT (ResNet-18, WRN-34-10), search (s7 with either teacher),
-   retraining (--objectives, WRN-34-10 teacher), PGD-20 evaluation (s7 child at maximum widths), each
-   in float32 / bf16 / fp16 (Keras mixed policies, fp16 with loss scaling), XLA off and on, in priority
+   retraining (--objectives, default trades_kd, ard, rslad, adaad; WRN-34-10 teacher), PGD-20
+   evaluation (s7 child at maximum widths), each in float32 / bf16 / fp16 (Keras mixed policies, fp16 with loss scaling), XLA off and on, in priority
    order (ORDER); the float32 s7 + ResNet-18 jobs also give the search-step overhead and cross-layer share.
 Throughput jobs whose predicted first call no longer fits in --budget_s are skipped and recorded.
 """
@@ -50,7 +50,8 @@ DEFAULTS = [("out", os.path.join(bc.REPO, "scripts", "bench_results", "gpu_check
             ("budget_s", 400.0, 900.0), ("measure_budget_s", 40.0, 10.0), ("steps", 5, 1),
             ("batch_size", 128, 8), ("eval_batch_size", 500, 8), ("pgd_steps", 10, 2), ("eval_steps", 20, 2),
             ("agree_space", "tiny", DRY_SPACE), ("agree_teacher", "resnet18", "small_cnn"),
-            ("agree_teacher_width", 0.25, 0.25), ("agree_batch", 32, 8), ("agree_steps", 3, 2), ("seed", 0, 0)]
+            ("agree_teacher_width", 0.25, 0.25), ("agree_batch", 32, 8), ("agree_steps", 3, 2), ("seed", 0, 0),
+            ("objectives", "trades_kd,ard,rslad,adaad", "trades_kd,adaad")]  # Retraining rows; adaad's attack runs the teacher.
 FP16_ON_CPU = "fp16 is not run on CPU: float16 kernels are emulated there (slower than float32)"
 XLA_ON_CPU = {"mirrored": "XLA cannot run a step whose variables live on a second logical CPU (both are one XLA "
                           "CPU device; BUILD.md): needs GPUs",
@@ -63,7 +64,6 @@ def parse_args(argv=None):
   p.add_argument("--dry_run", action="store_true", help=DRY_RUN_HELP)
   for name, gpu, dry in DEFAULTS:
     p.add_argument(f"--{name}", type=type(gpu), default=None, help=f"default {gpu} ({dry} with --dry_run)")
-  p.add_argument("--objectives", default="trades_kd", help="retraining objectives to time (comma-separated)")
   p.add_argument("--logical_gpu_memory_mb", type=int, default=None,
                  help="memory of each of the two logical GPUs (default 45%% of the GPU's)")
   p.add_argument("--machine_shared", action="store_true", help="record that other jobs shared the machine")
@@ -177,9 +177,9 @@ def retrain_trainer(setup, child, taps, objective: str, pgd_steps: int):
   n_s, n_t = len(child.student_layer_names), len(taps.layer_names)
   tutor_map = tuple(i * (n_t - 1) // max(n_s - 1, 1) for i in range(n_s))
   distill = rc.distill_for_objective(DistillConfig(cl_grid=4 if setup.dry else 8, tutor_map=tutor_map))
-  used = distill.lambda_kd > 0 or distill.gamma_cl > 0
+  used = rc.needs_teacher(distill)
   return RobustTrainer(child, RobustConfig(mode=rc.adv_mode, steps=pgd_steps), seed=setup.args.seed,
-                       teacher=taps if used else None, distill=distill if used else None)
+                       teacher=taps if used else None, distill=distill if used else None, objective=rc.spec.loss)
 
 
 def agreement_run(setup, kind, strategy, jit, teachers):
