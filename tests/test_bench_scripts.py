@@ -194,7 +194,7 @@ def test_gpu_check_dry_run(tmp_path):
   assert data["targets"]["agreement_runs_failed"]["value"] == 0
   rows = r["throughput"]
   assert set(rows) == {"teacher_pgd_at/resnet18", "teacher_pgd_at/wrn34_10", "search/s7+resnet18",
-                       "search/s7+wrn34_10", "retrain/trades_kd", "eval/pgd20"}
+                       "search/s7+wrn34_10", "retrain/trades_kd", "retrain/adaad", "eval/pgd20"}
   for name, row in rows.items():
     assert set(row) == {f"{p}/xla_{x}" for p in ("float32", "bf16", "fp16") for x in ("off", "on")}
     assert "not run on CPU" in row["fp16/xla_off"]["reason"] and row["fp16/xla_on"]["status"] == "skipped"
