@@ -11,3 +11,19 @@ class UserInputError(ValueError):
 
 class TrainingDiverged(RuntimeError):
   """A loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def exit_with_status(main) -> None:
+  """Runs an argparse script's `main()` and exits with its status; bad input: one line, status 2.
+
+  Args:
+    main: a callable taking no arguments and returning an exit status (None counts as 0).
+  """
+  import sys  # pylint: disable=import-outside-toplevel
+
+  try:
+    status = main()
+  except UserInputError as e:
+    print(f"error: {e}", file=sys.stderr)
+    status = 2
+  sys.exit(status or 0)

@@ -30,8 +30,9 @@ if REPO not in sys.path:
   sys.path.insert(0, REPO)
 
 from rnascl_tf.runtime import artefacts as io_utils  # noqa: E402
-from rnascl_tf.errors import UserInputError  # noqa: E402
+from rnascl_tf.errors import UserInputError, exit_with_status  # noqa: E402
 from rnascl_tf.pipeline import Stage, flagfile_value, run_stages  # noqa: E402
+from study_report import seed_list  # noqa: E402  (scripts/ is on the path: this script's folder)
 
 DEFAULT_DATA = os.path.join(REPO, "..", "shared", "data", "cifar10-jpeg.tar.gz")
 # run name -> (objective, tutor map). The order is the table's.
@@ -49,12 +50,12 @@ def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--data", default=DEFAULT_DATA, help="cifar10-jpeg.tar.gz, or a folder with train/ and test/")
   p.add_argument("--run_dir", default=os.path.join("runs", "cifar10_cpu"))
-  p.add_argument("--seeds", default="0", help="comma-separated seeds; each repeats teacher, search and runs")
+  p.add_argument("--seeds", type=seed_list, default="0",
+                 help="comma-separated seeds; each repeats teacher, search and runs")
   p.add_argument("--runs", default=",".join(RUNS), help=f"comma-separated subset of {', '.join(RUNS)}")
   p.add_argument("--flagfiles", default=os.path.join("flags", "cifar10_cpu"),
                  help="prefix of the four flagfiles <prefix>_{teacher,search,train,eval}.flags (the budget)")
   args = p.parse_args(argv)
-  args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
   args.runs = [r for r in args.runs.split(",") if r.strip()]
   unknown = [r for r in args.runs if r not in RUNS]
   if unknown or not args.runs:
@@ -224,8 +225,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  try:
-    sys.exit(main())
-  except UserInputError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+  exit_with_status(main)

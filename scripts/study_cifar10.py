@@ -35,7 +35,7 @@ for path in (REPO, os.path.dirname(os.path.abspath(__file__))):
 
 import study_report  # noqa: E402
 from reproduce_cifar10 import DEFAULT_DATA, prepare_data  # noqa: E402
-from rnascl_tf.errors import UserInputError  # noqa: E402
+from rnascl_tf.errors import UserInputError, exit_with_status  # noqa: E402
 from rnascl_tf.pipeline import Stage, flagfile_value, run_stages  # noqa: E402
 from rnascl_tf.runtime import artefacts as io_utils  # noqa: E402
 
@@ -75,7 +75,8 @@ def parse_args(argv=None):
   p.add_argument("--dataset", default=None, help="a built-in dataset instead of --data (tests: digits)")
   p.add_argument("--run_dir", default=os.path.join("runs", "study_cifar10"), help="stage folders, logs, students")
   p.add_argument("--results_dir", default=study_report.DEFAULT_RESULTS, help="the committed per-run JSON files")
-  p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (one search each)")
+  p.add_argument("--seeds", type=study_report.seed_list, default="0,1,2",
+                 help="comma-separated seeds (one search each)")
   p.add_argument("--conditions", default=",".join([*CONDITIONS, SQUARE]),
                  help=f"comma-separated subset of {', '.join([*CONDITIONS, SQUARE])}")
   p.add_argument("--teacher", default=None, help="teacher.keras shared by every run (default: the committed copy "
@@ -89,13 +90,15 @@ def parse_args(argv=None):
                  help="prefix of <prefix>_{teacher,search,train,eval,square}.flags (the budget)")
   p.add_argument("--report_only", action="store_true", help="only rebuild results.md / results.json / figures")
   args = p.parse_args(argv)
-  args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
   args.conditions = [c.strip() for c in args.conditions.split(",") if c.strip()]
   unknown = [c for c in args.conditions if c not in CONDITIONS and c != SQUARE]
   if unknown or not args.conditions:
     raise UserInputError(f"--conditions: unknown {unknown}; expected a subset of {', '.join([*CONDITIONS, SQUARE])}")
   if not args.seeds:
     raise UserInputError("--seeds: give at least one seed")
+  if args.report_only and not os.path.isdir(args.results_dir):
+    raise UserInputError(f"--results_dir: no such folder {args.results_dir!r} "
+                         "(expected the study's seed<k>/ run folders)")
   if args.best_objective == "trades" and args.best_with_cl:
     raise UserInputError("--best_with_cl=true: trades has no teacher, so no cross-layer term")
   if args.dataset == "digits" and set(args.seeds) != {args.eval_seed}:
@@ -386,8 +389,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  try:
-    sys.exit(main())
-  except UserInputError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+  exit_with_status(main)

@@ -24,6 +24,7 @@ REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 if REPO not in sys.path:
   sys.path.insert(0, REPO)
 
+from rnascl_tf.errors import UserInputError, exit_with_status  # noqa: E402
 from rnascl_tf.runtime import artefacts as io_utils  # noqa: E402
 
 DEFAULT_RESULTS = os.path.join("scripts", "experiment_results", "study_cifar10")
@@ -365,6 +366,14 @@ def _mflops(res: dict) -> bytes:
   return _png(fig)
 
 
+def seed_list(text: str) -> list:
+  """argparse type of --seeds: "0,1,2" -> [0, 1, 2]; anything else is a usage error (exit 2)."""
+  try:
+    return [int(s) for s in text.split(",") if s.strip()]
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
 def write_report(results_dir: str, seeds=None, resamples: int = 2000) -> dict:
   """Writes results.json, results.md and the figures into `results_dir`; returns the analysis."""
   from rnascl_tf.evaluation import plots
@@ -382,15 +391,18 @@ def write_report(results_dir: str, seeds=None, resamples: int = 2000) -> dict:
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--results_dir", default=DEFAULT_RESULTS)
-  p.add_argument("--seeds", default="", help="comma-separated seeds (default: every seed<k> folder)")
+  p.add_argument("--seeds", type=seed_list, default="",
+                 help="comma-separated seeds (default: every seed<k> folder)")
   p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
   args = p.parse_args(argv)
-  seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-  res = write_report(args.results_dir, seeds or None, args.resamples)
+  if not os.path.isdir(args.results_dir):
+    raise UserInputError(f"--results_dir: no such folder {args.results_dir!r} "
+                         "(expected the study's seed<k>/ run folders)")
+  res = write_report(args.results_dir, args.seeds or None, args.resamples)
   print(markdown(res))
   print(f"wrote {os.path.join(args.results_dir, 'results.md')}, results.json and fig_*.png")
   return 0
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  exit_with_status(main)

@@ -50,10 +50,21 @@ def test_condition_flags(best, with_cl, name, seed, expected):
 @pytest.mark.parametrize("argv, match", [
     (["--conditions=ard,nope"], "unknown"), (["--seeds=,"], "at least one seed"),
     (["--best_objective=trades", "--best_with_cl=true"], "trades has no teacher"),
-    (["--dataset=digits", "--seeds=0,1"], "digits has no separate test split")])
+    (["--dataset=digits", "--seeds=0,1"], "digits has no separate test split"),
+    (["--report_only", "--results_dir=/no/such/folder"], "--results_dir: no such folder")])
 def test_bad_arguments_are_named(argv, match):
   with pytest.raises(UserInputError, match=match):
     _module().parse_args(argv)
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--seeds=0,x"], "argument --seeds: expected comma-separated integers, got '0,x'"),
+    (["--best_with_cl=maybe"], "argument --best_with_cl: expected true or false")])
+def test_malformed_values_are_usage_errors(argv, match, capsys):
+  with pytest.raises(SystemExit) as e:
+    _module().parse_args(argv)
+  assert e.value.code == 2
+  assert match in capsys.readouterr().err
 
 
 def test_copy_run_replaces_the_folder_atomically(tmp_path):

@@ -114,3 +114,15 @@ def test_report_of_an_empty_results_dir_lists_everything_missing(tmp_path):
   res = mod.write_report(str(tmp_path), seeds=[0])
   assert [m["condition"] for m in res["missing"]] == mod.expected_conditions()
   assert "Teacher (shared by every run): missing" in (tmp_path / "results.md").read_text()
+
+
+@pytest.mark.parametrize("text, seeds", [("0,1,2", [0, 1, 2]), (" 3 ,", [3]), ("", [])])
+def test_seed_list(text, seeds):
+  assert _module().seed_list(text) == seeds
+
+
+def test_main_refuses_a_missing_results_dir(tmp_path):
+  from rnascl_tf.errors import UserInputError
+  with pytest.raises(UserInputError, match="--results_dir: no such folder"):
+    _module().main([f"--results_dir={tmp_path / 'nope'}"])
+  assert not (tmp_path / "nope").exists()
