@@ -1,4 +1,6 @@
-"""The one exception type for bad user input (flags, files, shapes)."""
+"""The exception types for bad user input and divergence, and the exit status of scripts."""
+
+import sys
 
 
 class UserInputError(ValueError):
@@ -19,8 +21,6 @@ def exit_with_status(main) -> None:
   Args:
     main: a callable taking no arguments and returning an exit status (None counts as 0).
   """
-  import sys  # pylint: disable=import-outside-toplevel
-
   try:
     status = main()
   except UserInputError as e:

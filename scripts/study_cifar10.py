@@ -96,9 +96,8 @@ def parse_args(argv=None):
     raise UserInputError(f"--conditions: unknown {unknown}; expected a subset of {', '.join([*CONDITIONS, SQUARE])}")
   if not args.seeds:
     raise UserInputError("--seeds: give at least one seed")
-  if args.report_only and not os.path.isdir(args.results_dir):
-    raise UserInputError(f"--results_dir: no such folder {args.results_dir!r} "
-                         "(expected the study's seed<k>/ run folders)")
+  if args.report_only:
+    study_report.check_results_dir(args.results_dir)
   if args.best_objective == "trades" and args.best_with_cl:
     raise UserInputError("--best_with_cl=true: trades has no teacher, so no cross-layer term")
   if args.dataset == "digits" and set(args.seeds) != {args.eval_seed}:

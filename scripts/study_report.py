@@ -374,6 +374,12 @@ def seed_list(text: str) -> list:
     raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def check_results_dir(path: str) -> None:
+  """Refuses a --results_dir that does not exist (a report there would be empty, not missing)."""
+  if not os.path.isdir(path):
+    raise UserInputError(f"--results_dir: no such folder {path!r} (expected the study's seed<k>/ run folders)")
+
+
 def write_report(results_dir: str, seeds=None, resamples: int = 2000) -> dict:
   """Writes results.json, results.md and the figures into `results_dir`; returns the analysis."""
   from rnascl_tf.evaluation import plots
@@ -395,9 +401,7 @@ def main(argv=None) -> int:
                  help="comma-separated seeds (default: every seed<k> folder)")
   p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
   args = p.parse_args(argv)
-  if not os.path.isdir(args.results_dir):
-    raise UserInputError(f"--results_dir: no such folder {args.results_dir!r} "
-                         "(expected the study's seed<k>/ run folders)")
+  check_results_dir(args.results_dir)
   res = write_report(args.results_dir, args.seeds or None, args.resamples)
   print(markdown(res))
   print(f"wrote {os.path.join(args.results_dir, 'results.md')}, results.json and fig_*.png")
