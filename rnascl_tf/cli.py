@@ -217,7 +217,8 @@ def define_retrain_flags(fv: FlagValues) -> None:
   """Retraining flags: the network, the objective and its weights, the tutor map and the warm start."""
   define_distill_flags(fv, retraining=True)
   flags.DEFINE_string("genotype", None, "genotype.json written by python -m rnascl_tf.search.", flag_values=fv)
-  flags.DEFINE_enum("objective", "ce_kd", list(configs.OBJECTIVES), "Robust distillation: ard, rslad, adaad; "
+  flags.DEFINE_enum("objective", "rslad", list(configs.OBJECTIVES), "Robust distillation: rslad (the default: "
+                    "best in the CIFAR-10 study, EXPERIMENTS.md), ard, adaad; "
                     "without a teacher: trades, pgd_at (baselines); the paper's: ce_kd (CE + KL + cross-layer, "
                     "no adversarial training); trades_kd / pgd_at_kd: adversarial training plus both "
                     "distillation terms; ce and logit_kd: baselines. docs/method.md section 11 has the formulas.",

@@ -1,7 +1,7 @@
 r"""Retrains the searched student: `python -m rnascl_tf.retrain --genotype=... --flagfile=...`.
 
 Builds the child network of genotype.json with physically narrowed layers and trains it from
-scratch with the chosen objective (ce_kd by default) and tutor map. Writes into --model_dir:
+scratch with the chosen objective (rslad by default) and tutor map. Writes into --model_dir:
 `student.keras` (best validation PGD accuracy), `student_last.keras`, `train_summary.json`,
 `ckpt/` + `run_state.json` (resumable), `tb/`. Installed as the `rnascl-retrain` command;
 `python -m rnascl_tf.train` is the same entry point under its older name.

@@ -109,7 +109,7 @@ def test_defaults(results):
   out = results[ENTRY_POINTS]
   search, retrain = _flags_of(out, "search"), _flags_of(out, "retrain")
   assert (search["learning_rate"], search["optimizer"], search["epochs"]) == (0.004, "adam", 10)
-  assert (retrain["learning_rate"], retrain["objective"]) == (0.1, "ce_kd")
+  assert (retrain["learning_rate"], retrain["objective"]) == (0.1, "rslad")
   assert _flags_of(out, "train_teacher")["adv_mode"] == "pgd"
   assert _flags_of(out, "train") == retrain, "train is an alias of retrain: same flags and defaults"
   assert "model_dir" in search and "genotype" in retrain and "model" in _flags_of(out, "evaluate")

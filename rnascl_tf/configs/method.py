@@ -184,7 +184,7 @@ class RetrainConfig:
       searched child's).
   """
   genotype: str = ""
-  objective: str = "ce_kd"
+  objective: str = "rslad"
   tutor_map: str = "searched"
   warm_start_search_dir: Optional[str] = None
   ard_alpha: float = 1.0
