@@ -19,6 +19,17 @@ def conv_layer(filters: int, kernel: int, stride: int, name: str) -> keras.layer
       kernel_initializer="he_normal", name=name)
 
 
+def subsample(x, stride: int):
+  """The pixels a 1x1 "same" convolution of `stride` reads: x[:, ::stride, ::stride, :].
+
+  Projection shortcuts apply their 1x1 convolution at stride 1 after this instead of one strided 1x1
+  convolution: the same values and weights, but TF 2.21's oneDNN gradient of a strided 1x1
+  convolution corrupts memory for some shapes (13 -> 25 channels at 16x16 with a batch of 173 aborts
+  the process; BUILD.md, design notes), and attacks take that gradient at any batch size.
+  """
+  return x if stride == 1 else x[:, ::stride, ::stride, :]
+
+
 def bn_layer(name: str, synchronized: bool = False) -> keras.layers.BatchNormalization:
   # synchronized=True: batch statistics over all replicas under tf.distribute (same as one device).
   return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, synchronized=synchronized,
@@ -41,7 +52,8 @@ class _BasicBlock(keras.layers.Layer):
     self.bn1 = bn("bn1")
     self.conv2 = conv_layer(filters, 3, 1, "conv2")
     self.bn2 = bn("bn2")
-    self.shortcut_conv = conv_layer(filters, 1, stride, "shortcut_conv") if projection else None
+    self.stride = stride
+    self.shortcut_conv = conv_layer(filters, 1, 1, "shortcut_conv") if projection else None  # After subsample.
     self.shortcut_bn = bn("shortcut_bn") if projection else None
 
   def call(self, x, training=None):
@@ -49,7 +61,7 @@ class _BasicBlock(keras.layers.Layer):
     c2 = self.bn2(self.conv2(c1), training=training)
     shortcut = x
     if self.shortcut_conv is not None:
-      shortcut = self.shortcut_bn(self.shortcut_conv(x), training=training)
+      shortcut = self.shortcut_bn(self.shortcut_conv(subsample(x, self.stride)), training=training)
     return {"conv1": c1, "conv2": c2, "out": ops.relu(c2 + shortcut)}
 
 
@@ -71,7 +83,8 @@ class _Bottleneck(keras.layers.Layer):
     self.bn2 = bn("bn2")
     self.conv3 = conv_layer(filters * self.EXPANSION, 1, 1, "conv3")
     self.bn3 = bn("bn3")
-    self.shortcut_conv = conv_layer(filters * self.EXPANSION, 1, stride, "shortcut_conv") if projection else None
+    self.stride = stride
+    self.shortcut_conv = conv_layer(filters * self.EXPANSION, 1, 1, "shortcut_conv") if projection else None
     self.shortcut_bn = bn("shortcut_bn") if projection else None
 
   def call(self, x, training=None):
@@ -80,7 +93,7 @@ class _Bottleneck(keras.layers.Layer):
     c3 = self.bn3(self.conv3(c2), training=training)
     shortcut = x
     if self.shortcut_conv is not None:
-      shortcut = self.shortcut_bn(self.shortcut_conv(x), training=training)
+      shortcut = self.shortcut_bn(self.shortcut_conv(subsample(x, self.stride)), training=training)
     return {"conv1": c1, "conv2": c2, "conv3": c3, "out": ops.relu(c3 + shortcut)}
 
 
@@ -101,11 +114,12 @@ class _PreActBlock(keras.layers.Layer):
     self.conv1 = conv_layer(filters, 3, stride, "conv1")
     self.bn2 = bn("bn2")
     self.conv2 = conv_layer(filters, 3, 1, "conv2")
-    self.shortcut_conv = conv_layer(filters, 1, stride, "shortcut_conv") if projection else None
+    self.stride = stride
+    self.shortcut_conv = conv_layer(filters, 1, 1, "shortcut_conv") if projection else None  # After subsample.
 
   def call(self, x, training=None):
     pre = ops.relu(self.bn1(x, training=training))
-    shortcut = self.shortcut_conv(pre) if self.shortcut_conv is not None else x
+    shortcut = self.shortcut_conv(subsample(pre, self.stride)) if self.shortcut_conv is not None else x
     c1 = ops.relu(self.bn2(self.conv1(pre), training=training))
     c2 = self.conv2(c1)
     return {"conv1": c1, "conv2": c2, "out": c2 + shortcut}

@@ -1,10 +1,14 @@
 """Built-in teachers: shapes, taps (names, counts, shapes), normalisation inside, .keras round trip."""
 
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
 
-from rnascl_tf.models import teachers
+import helpers
+from rnascl_tf.models import teacher_blocks, teachers
 from rnascl_tf.errors import UserInputError
 
 # arch, knobs, input shape, expected per-example shapes of a few taps. Tiny widths keep CPU time low.
@@ -219,3 +223,39 @@ def test_resnet20_trains_as_a_student_with_cross_layer_distillation():
                         verbose=0).history
   assert history["cl"][0] > 0 and np.isfinite(history["loss"][0])
   assert all(not np.array_equal(a, b.numpy()) for a, b in zip(before, student.trainable_weights))
+
+
+@pytest.mark.parametrize("size", [16, 15])
+def test_projection_shortcut_equals_the_strided_1x1_convolution(size):
+  # The shortcuts subsample and then convolve at stride 1 (teacher_blocks.subsample): same values.
+  import tensorflow as tf
+  x = np.random.RandomState(size).rand(2, size, size, 5).astype("float32")
+  kernel = np.random.RandomState(1).randn(1, 1, 5, 7).astype("float32")
+  strided = tf.nn.conv2d(x, kernel, strides=2, padding="SAME").numpy()
+  ours = tf.nn.conv2d(teacher_blocks.subsample(x, 2), kernel, strides=1, padding="SAME").numpy()
+  assert ours.shape == strided.shape == (2, (size + 1) // 2, (size + 1) // 2, 7)
+  np.testing.assert_allclose(ours, strided, rtol=1e-6, atol=1e-6)
+
+
+_GRADIENT_AT_BATCHES = """
+import sys, numpy as np, tensorflow as tf
+from rnascl_tf.models import teachers
+m = teachers.build_teacher("resnet20", (32, 32, 3), 10, [0.5] * 3, [0.25] * 3, widths=[6, 13, 25])
+for n in (173, 1, 249):
+  x = tf.constant(np.random.RandomState(n).rand(n, 32, 32, 3).astype("float32"))
+  with tf.GradientTape() as tape:
+    tape.watch(x)
+    loss = tf.reduce_sum(m(x, training=False) ** 2)
+  print(float(tf.reduce_sum(tf.abs(tape.gradient(loss, x)))))
+"""
+
+
+def test_resnet20_input_gradient_at_batches_that_aborted_with_a_strided_1x1_convolution():
+  # With the projection as one strided 1x1 convolution, TF 2.21's oneDNN gradient aborted this
+  # process ("double free or corruption") at each of these batch sizes for these widths (the study's
+  # ResNet-20 baseline under APGD); a subprocess, so that a regression fails this test, not the suite.
+  proc = subprocess.run([sys.executable, "-c", _GRADIENT_AT_BATCHES], cwd=helpers.REPO, capture_output=True,
+                        text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  grads = [float(v) for v in proc.stdout.split()]
+  assert len(grads) == 3 and all(np.isfinite(g) and g > 0 for g in grads)
